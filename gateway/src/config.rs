@@ -1,0 +1,1 @@
+//! Configuration: the TOML file, environment overrides, defaults and validation.

@@ -1,0 +1,9 @@
+//! hookgate: a webhook ingestion gateway. Verifies each webhook through a sandboxed source
+//! plugin, drops duplicates, stores it durably and publishes its domain events to NATS
+//! JetStream through an outbox.
+
+pub mod config;
+pub mod dedupe;
+pub mod plugin;
+pub mod publish;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The plugin host: loads source plugins (WASM components) and runs them sandboxed.

@@ -1,0 +1,271 @@
+//! Durable storage of webhook entries and their outbox of events.
+//!
+//! The trait is what the pipeline, the outbox relay and the admin API need; each backend
+//! (SQLite for the embedded mode, PostgreSQL for production) lives beside it and is
+//! chosen once, from the URL scheme, by [`connect`].
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// Where a stored webhook stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryStatus {
+    /// Stored; its events wait in the outbox.
+    Accepted,
+    /// Every event of the entry has been acknowledged by the bus.
+    Published,
+    /// Verified but could not be mapped (unknown topic, bad JSON, plugin trap): replayable.
+    Failed,
+    /// At least one of its events exhausted its retry budget.
+    Dead,
+}
+
+impl EntryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Published => "published",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "accepted" => Self::Accepted,
+            "published" => Self::Published,
+            "failed" => Self::Failed,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// Where one outbox event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// Waiting to be published (first try or a retry).
+    Pending,
+    /// Acknowledged by the bus.
+    Published,
+    /// Retry budget exhausted: in the dead-letter queue.
+    Dead,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Published => "published",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => Self::Pending,
+            "published" => Self::Published,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// A webhook to store, with the events it maps to.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub entry: NewEntry,
+    pub events: Vec<NewEvent>,
+}
+
+/// The `webhook_entries` row of a webhook about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub id: Uuid,
+    pub source: String,
+    /// Normalised topic (`orders/create`; Stripe: the event type); none if unmapped.
+    pub topic: Option<String>,
+    pub tenant: Option<String>,
+    pub idempotency_key: String,
+    /// Request headers, names lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The raw body, byte for byte.
+    pub body: Bytes,
+    pub received_at: DateTime<Utc>,
+    /// `Accepted` when it mapped, `Failed` when it did not (then `last_error` says why).
+    pub status: EntryStatus,
+    pub last_error: Option<String>,
+    pub plugin: String,
+    pub plugin_version: String,
+    pub correlation_id: String,
+}
+
+/// One outbox row: an event ready to publish, envelope already encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The CloudEvents id, also the `Nats-Msg-Id`.
+    pub id: String,
+    /// Position of the event within its webhook's mapping.
+    pub seq: i32,
+    /// Full bus subject (`webhooks.shopify.order.created`).
+    pub subject: String,
+    /// The CloudEvents JSON envelope, exactly the bytes to publish.
+    pub envelope: Bytes,
+}
+
+/// What happened to one webhook of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored, with its events, under the entry's id.
+    Inserted,
+    /// Another entry already holds (source, idempotency key): nothing was written.
+    Duplicate { existing_id: Uuid },
+}
+
+/// An outbox event due for (re)publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub entry_id: Uuid,
+    pub subject: String,
+    pub envelope: Bytes,
+    /// Publication attempts so far.
+    pub attempts: i32,
+    /// When the webhook was received: the retry budget counts from here.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of the admin listing. Every field narrows; none means any.
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    pub source: Option<String>,
+    pub status: Option<EntryStatus>,
+    pub tenant: Option<String>,
+    /// Received at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Received strictly before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Keyset pagination: entries strictly older than this (received_at, id) pair, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub received_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// A stored entry as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub id: Uuid,
+    pub source: String,
+    pub topic: Option<String>,
+    pub tenant: Option<String>,
+    pub idempotency_key: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub received_at: DateTime<Utc>,
+    pub status: EntryStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub plugin: String,
+    pub plugin_version: String,
+    pub correlation_id: String,
+}
+
+/// A stored outbox event as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: String,
+    pub entry_id: Uuid,
+    pub seq: i32,
+    pub subject: String,
+    pub envelope: Bytes,
+    pub status: EventStatus,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// Sizes the health endpoint and metrics report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxStats {
+    /// Events not yet published (pending, including those waiting for a retry).
+    pub pending: u64,
+    /// Events in the dead-letter queue.
+    pub dead: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or refused the operation for a transient reason.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or a corrupt row: not worth retrying.
+    #[error("storage error: {0}")]
+    Internal(String),
+    #[error("invalid storage url: {0}")]
+    BadUrl(String),
+}
+
+/// The storage seam. Every method is one round of work the caller can retry.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or upgrades the tables. Idempotent.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// A cheap reachability check for health and readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a batch of webhooks in one transaction: for each, the entry and all its
+    /// events, or nothing when (source, idempotency key) is already stored (also when two
+    /// webhooks of the same batch share it: the first wins). Returns one outcome per
+    /// input, in order. When it returns `Ok`, everything `Inserted` is durable.
+    async fn insert_batch(&self, batch: &[NewWebhook]) -> Result<Vec<InsertOutcome>, StoreError>;
+
+    /// The id of the entry stored under (source, idempotency key), if any.
+    async fn find_by_key(&self, source: &str, idempotency_key: &str) -> Result<Option<Uuid>, StoreError>;
+
+    /// Pending events whose next attempt is due at `now`, oldest first, at most `limit`.
+    async fn due_events(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Marks events acknowledged by the bus, and every entry whose events are now all
+    /// published as `published`.
+    async fn mark_published(&self, event_ids: &[String], at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Records a failed attempt: attempts + 1, the error, and when to try again.
+    async fn mark_retry(&self, event_id: &str, next_attempt_at: DateTime<Utc>, error: &str) -> Result<(), StoreError>;
+
+    /// Moves an event to the dead-letter queue (and its entry to `dead`).
+    async fn mark_dead(&self, event_id: &str, error: &str) -> Result<(), StoreError>;
+
+    /// Backlog sizes.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+
+    /// Entries matching `filter`, newest first (by received_at, then id), strictly after
+    /// `after` when given, at most `limit`.
+    async fn list_entries(&self, filter: &EntryFilter, after: Option<Cursor>, limit: u32) -> Result<Vec<StoredEntry>, StoreError>;
+
+    /// One entry with its events (ordered by seq).
+    async fn get_entry(&self, id: Uuid) -> Result<Option<(StoredEntry, Vec<StoredEvent>)>, StoreError>;
+}
+
+/// Opens the backend the URL names: `sqlite://path` (created if missing, with its parent
+/// directory) or `postgres://...` / `postgresql://...`.
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::BadUrl("expected sqlite://... or postgres://...".into()))
+    }
+}
