@@ -47,6 +47,8 @@ pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Dedupe>, DedupeErro
     } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         Ok(std::sync::Arc::new(redis::RedisDedupe::connect(url).await?))
     } else {
-        Err(DedupeError::BadUrl("expected memory:// or redis://...".into()))
+        Err(DedupeError::BadUrl(
+            "expected memory:// or redis://...".into(),
+        ))
     }
 }

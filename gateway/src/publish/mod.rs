@@ -57,12 +57,21 @@ pub struct BusOptions {
 
 /// Opens the backend the URL names: `file://path` (relative to the working directory,
 /// parent directory created) or `nats://host:port`.
-pub async fn connect(url: &str, options: &BusOptions) -> Result<std::sync::Arc<dyn EventSink>, PublishError> {
+pub async fn connect(
+    url: &str,
+    options: &BusOptions,
+) -> Result<std::sync::Arc<dyn EventSink>, PublishError> {
     if let Some(path) = url.strip_prefix("file://") {
-        Ok(std::sync::Arc::new(file::FileSink::open(std::path::Path::new(path)).await?))
+        Ok(std::sync::Arc::new(
+            file::FileSink::open(std::path::Path::new(path)).await?,
+        ))
     } else if url.starts_with("nats://") {
-        Ok(std::sync::Arc::new(nats::NatsSink::connect(url, options).await?))
+        Ok(std::sync::Arc::new(
+            nats::NatsSink::connect(url, options).await?,
+        ))
     } else {
-        Err(PublishError::BadUrl("expected file://path or nats://host:port".into()))
+        Err(PublishError::BadUrl(
+            "expected file://path or nats://host:port".into(),
+        ))
     }
 }

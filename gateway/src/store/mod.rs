@@ -232,17 +232,34 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_batch(&self, batch: &[NewWebhook]) -> Result<Vec<InsertOutcome>, StoreError>;
 
     /// The id of the entry stored under (source, idempotency key), if any.
-    async fn find_by_key(&self, source: &str, idempotency_key: &str) -> Result<Option<Uuid>, StoreError>;
+    async fn find_by_key(
+        &self,
+        source: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Uuid>, StoreError>;
 
     /// Pending events whose next attempt is due at `now`, oldest first, at most `limit`.
-    async fn due_events(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+    async fn due_events(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError>;
 
     /// Marks events acknowledged by the bus, and every entry whose events are now all
     /// published as `published`.
-    async fn mark_published(&self, event_ids: &[String], at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn mark_published(
+        &self,
+        event_ids: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     /// Records a failed attempt: attempts + 1, the error, and when to try again.
-    async fn mark_retry(&self, event_id: &str, next_attempt_at: DateTime<Utc>, error: &str) -> Result<(), StoreError>;
+    async fn mark_retry(
+        &self,
+        event_id: &str,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
 
     /// Moves an event to the dead-letter queue (and its entry to `dead`).
     async fn mark_dead(&self, event_id: &str, error: &str) -> Result<(), StoreError>;
@@ -252,20 +269,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Entries matching `filter`, newest first (by received_at, then id), strictly after
     /// `after` when given, at most `limit`.
-    async fn list_entries(&self, filter: &EntryFilter, after: Option<Cursor>, limit: u32) -> Result<Vec<StoredEntry>, StoreError>;
+    async fn list_entries(
+        &self,
+        filter: &EntryFilter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError>;
 
     /// One entry with its events (ordered by seq).
-    async fn get_entry(&self, id: Uuid) -> Result<Option<(StoredEntry, Vec<StoredEvent>)>, StoreError>;
+    async fn get_entry(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(StoredEntry, Vec<StoredEvent>)>, StoreError>;
 }
 
 /// Opens the backend the URL names: `sqlite://path` (created if missing, with its parent
 /// directory) or `postgres://...` / `postgresql://...`.
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url).await?))
+        Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::connect(url).await?,
+        ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
     } else {
-        Err(StoreError::BadUrl("expected sqlite://... or postgres://...".into()))
+        Err(StoreError::BadUrl(
+            "expected sqlite://... or postgres://...".into(),
+        ))
     }
 }
