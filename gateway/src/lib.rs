@@ -2,8 +2,14 @@
 //! plugin, drops duplicates, stores it durably and publishes its domain events to NATS
 //! JetStream through an outbox.
 
+pub mod app;
+pub mod client;
 pub mod config;
 pub mod dedupe;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
 pub mod plugin;
 pub mod publish;
+pub mod sample;
 pub mod store;

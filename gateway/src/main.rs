@@ -1,1 +1,228 @@
-fn main() {}
+//! The `hookgate` command line: serve, migrate, plugins, send.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use hookgate::app::Gateway;
+use hookgate::client::HttpClient;
+use hookgate::config::{CliOverrides, Config};
+use hookgate::{plugin, sample, store};
+
+#[derive(Parser)]
+#[command(name = "hookgate", version, about = "Webhook ingestion gateway: verify, dedupe, store, map and publish to NATS JetStream")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (embedded defaults when no config file and no environment).
+    Serve {
+        /// Config file (default: hookgate.toml in the working directory, if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding LISTEN_ADDR and the file.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Create or upgrade the storage tables, then exit.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Inspect and export source plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+    /// Sign a sample webhook for a source with its secret and POST it to a gateway.
+    Send {
+        /// The source: shopify or stripe.
+        source: String,
+        /// Gateway base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8012")]
+        url: String,
+        /// Secret to sign with (default: SHOPIFY_WEBHOOK_SECRET / STRIPE_WEBHOOK_SECRET).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Shopify topic.
+        #[arg(long, default_value = "orders/create")]
+        topic: String,
+        /// Payload file instead of the bundled sample.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Event id (Shopify X-Shopify-Event-Id, Stripe event id); default: a fresh one.
+        /// Sending the same id twice shows duplicate detection.
+        #[arg(long)]
+        event_id: Option<String>,
+    },
+    /// Replay stored webhooks through the current plugins.
+    Replay {
+        /// Entry id.
+        id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Load a plugin component, validate its exports and print its metadata.
+    Check { file: PathBuf },
+    /// Write the bundled plugins as .wasm files into a directory.
+    Export { dir: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hookgate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("hookgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<Config> {
+    let config = Config::load_from_process_env(path.as_deref(), &CliOverrides { listen })?;
+    Ok(config)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).with_span_list(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, listen } => {
+            let config = load_config(config, listen)?;
+            init_logging(config.log_json());
+            for warning in config.warnings() {
+                tracing::warn!("{warning}");
+            }
+            let gateway = Gateway::start(&config).await?;
+            wait_for_stop().await;
+            tracing::info!("stopping: finishing requests in flight");
+            gateway.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let config = load_config(config, None)?;
+            let store = store::connect(&config.storage.url, &config.storage.schema).await?;
+            store.migrate().await?;
+            println!("storage is up to date ({})", store.kind());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins { command: PluginsCommand::Check { file } } => match plugin::check_file(&file) {
+            Ok(report) => {
+                println!("{report}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("hookgate: {}: {error}", file.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Plugins { command: PluginsCommand::Export { dir } } => {
+            for path in plugin::export_bundled(&dir)? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send { source, url, secret, topic, file, event_id } => {
+            send(&source, &url, secret, &topic, file, event_id).await
+        }
+        Command::Replay { .. } => {
+            eprintln!("hookgate: replay is not implemented yet");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn send(
+    source: &str,
+    url: &str,
+    secret: Option<String>,
+    topic: &str,
+    file: Option<PathBuf>,
+    event_id: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let env_name = match source {
+        "shopify" => "SHOPIFY_WEBHOOK_SECRET",
+        "stripe" => "STRIPE_WEBHOOK_SECRET",
+        other => anyhow::bail!("`send` knows how to sign for shopify and stripe, not \"{other}\""),
+    };
+    let secret = secret
+        .or_else(|| std::env::var(env_name).ok())
+        .and_then(|s| s.split(',').map(str::trim).find(|s| !s.is_empty()).map(str::to_owned))
+        .with_context(|| format!("no secret: pass --secret or set {env_name}"))?;
+    let custom = match file {
+        Some(path) => Some(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?),
+        None => None,
+    };
+    let now = chrono::Utc::now().timestamp();
+    let webhook = match source {
+        "shopify" => {
+            let body = custom.unwrap_or_else(|| sample::SHOPIFY_ORDER.as_bytes().to_vec());
+            let event_id = event_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            sample::shopify(&secret, topic, "example-shop.myshopify.com", &event_id, &body)
+        }
+        _ => {
+            let body = match custom {
+                Some(body) => body,
+                None => {
+                    let event_id = event_id.unwrap_or_else(|| format!("evt_{}", uuid::Uuid::new_v4().simple()));
+                    sample::stripe_event(&event_id, now)
+                }
+            };
+            sample::stripe(&secret, now, &body)
+        }
+    };
+    let reply = HttpClient::new()
+        .post_webhook(url, &webhook)
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    println!("POST {}{} -> {}", url.trim_end_matches('/'), webhook.path, reply.status);
+    println!("{}", String::from_utf8_lossy(&reply.body));
+    Ok(if (200..300).contains(&reply.status) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Ctrl-C or SIGTERM stop the gateway. SIGHUP must not kill it (its default action).
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut terminate), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = terminate.recv() => return,
+                _ = hangup.recv() => tracing::warn!("SIGHUP received: configuration reload is not implemented yet; ignoring"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

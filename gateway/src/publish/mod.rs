@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod envelope;
+pub mod relay;
 pub mod file;
 pub mod nats;
 

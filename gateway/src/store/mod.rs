@@ -281,17 +281,25 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: Uuid,
     ) -> Result<Option<(StoredEntry, Vec<StoredEvent>)>, StoreError>;
+
+    /// Short name for health output (`sqlite`, `postgres`).
+    fn kind(&self) -> &'static str;
 }
 
 /// Opens the backend the URL names: `sqlite://path` (created if missing, with its parent
-/// directory) or `postgres://...` / `postgresql://...`.
-pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+/// directory) or `postgres://...` / `postgresql://...` (tables in `pg_schema`).
+pub async fn connect(
+    url: &str,
+    pg_schema: &str,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(
             sqlite::SqliteStore::connect(url).await?,
         ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
+        Ok(std::sync::Arc::new(
+            postgres::PgStore::connect_with_schema(url, pg_schema).await?,
+        ))
     } else {
         Err(StoreError::BadUrl(
             "expected sqlite://... or postgres://...".into(),

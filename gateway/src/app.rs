@@ -1,0 +1,153 @@
+//! Start-up: turns a validated configuration into the running gateway — backends chosen
+//! from their URLs, plugins loaded, sources bound, relay and HTTP server started — and
+//! stops it gracefully.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::{self, HttpLimits, State};
+use crate::ingest::batch::BatchWriter;
+use crate::ingest::{Pipeline, SourceRuntime, SourceTable};
+use crate::metrics::Metrics;
+use crate::plugin::{PluginEngine, PluginLimits, PluginRegistry};
+use crate::publish::relay::{Relay, RelayConfig};
+use crate::publish::{self, BusOptions};
+use crate::{dedupe, store};
+
+/// Webhooks per storage transaction at most.
+const MAX_BATCH: usize = 256;
+/// Storage transactions in flight at once.
+const WRITERS: usize = 2;
+
+/// A running gateway.
+pub struct Gateway {
+    pub local_addr: SocketAddr,
+    pub state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Connects everything the configuration names and starts serving.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let store = store::connect(&config.storage.url, &config.storage.schema)
+            .await
+            .context("storage")?;
+        store.migrate().await.context("storage migrations")?;
+        let dedupe = dedupe::connect(&config.dedupe.url).await.context("dedupe")?;
+        let sink = publish::connect(
+            &config.bus.url,
+            &BusOptions {
+                stream: config.bus.stream.clone(),
+                subject_prefix: config.bus.subject_prefix.clone(),
+                create_stream: config.bus.create_stream,
+                duplicate_window: Duration::from_secs(config.bus.duplicate_window_seconds),
+            },
+        )
+        .await
+        .context("bus")?;
+
+        let engine = Arc::new(
+            PluginEngine::new(PluginLimits {
+                timeout: Duration::from_millis(config.plugins.timeout_ms),
+                memory_bytes: config.plugins.memory_mb as usize * 1024 * 1024,
+                ..PluginLimits::default()
+            }, Some(config.plugins.cache_dir.clone()))
+            .context("plugin engine")?,
+        );
+        let plugins = Arc::new(PluginRegistry::load(&engine, Some(&config.plugins.dir)));
+        for (file, error) in plugins.errors() {
+            tracing::error!(%file, %error, "plugin failed to load");
+        }
+        let sources = bind_sources(config, &plugins)?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (relay_handle, relay) = Relay::start(
+            store.clone(),
+            sink.clone(),
+            metrics.clone(),
+            RelayConfig {
+                retry_max_age: Duration::from_secs(config.bus.retry_max_age_hours * 3600),
+                ..RelayConfig::default()
+            },
+            shutdown_rx.clone(),
+        );
+        let writer = BatchWriter::start(store.clone(), metrics.clone(), MAX_BATCH, WRITERS);
+        let pipeline = Arc::new(Pipeline::new(
+            sources,
+            dedupe.clone(),
+            writer,
+            relay_handle,
+            metrics.clone(),
+            config.bus.subject_prefix.clone(),
+        ));
+        let limits = HttpLimits {
+            max_body_bytes: config.max_payload_bytes(),
+            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
+            max_concurrency: config.http.max_concurrency,
+        };
+        let state = Arc::new(State {
+            pipeline,
+            store,
+            dedupe,
+            sink,
+            plugins,
+            metrics,
+            admin_token: config.admin_token.as_ref().map(|t| t.expose().to_owned()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency)),
+            limits,
+        });
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let server = tokio::spawn(http::server::serve(listener, state.clone(), shutdown_rx));
+        tracing::info!(%local_addr, sources = ?state.pipeline.sources().keys().collect::<Vec<_>>(), "hookgate listening");
+        Ok(Self { local_addr, state, shutdown, server, relay })
+    }
+
+    /// Stops accepting, lets requests in flight finish, then lets the relay publish what
+    /// it holds. Whatever is left stays in the outbox for the next start.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.relay.await;
+    }
+}
+
+/// Binds each enabled source to its plugin, secrets and settings.
+fn bind_sources(config: &Config, plugins: &PluginRegistry) -> anyhow::Result<SourceTable> {
+    let mut table = HashMap::new();
+    for (name, source) in &config.sources {
+        if !source.enabled {
+            tracing::info!(source = %name, "source disabled by configuration");
+            continue;
+        }
+        let plugin_name = source.plugin.as_deref().unwrap_or(name);
+        let plugin = plugins
+            .get(plugin_name)
+            .with_context(|| format!("sources.{name}.plugin: no plugin named \"{plugin_name}\" is loaded"))?;
+        let retry_window = plugin.metadata().retry_window_hours;
+        table.insert(
+            name.clone(),
+            Arc::new(SourceRuntime {
+                name: name.clone(),
+                secrets: source.secrets.iter().map(|s| s.expose().as_bytes().to_vec()).collect(),
+                settings: source.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                dedupe_ttl: config.dedupe_ttl_for(name, retry_window),
+                plugin,
+            }),
+        );
+    }
+    Ok(table)
+}

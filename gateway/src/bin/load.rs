@@ -1,0 +1,345 @@
+//! `hookgate-load`: a load generator for hookgate. Sends distinct, correctly signed Shopify
+//! webhooks over N keep-alive connections for a fixed time, reports requests/s, latency
+//! percentiles and errors, then counts the published events to prove none was lost. In
+//! the same run it measures a bare hyper server that reads the body and answers 200: the
+//! ceiling every figure is compared with.
+//!
+//! Everything runs on this machine's loopback; every loop is bounded by count and time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use hookgate::app::Gateway;
+use hookgate::config::{CliOverrides, Config};
+use hookgate::sample;
+
+const SECRET: &str = "load-test-secret";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Ceiling,
+    Embedded,
+    Production,
+    All,
+}
+
+#[derive(Parser)]
+#[command(about = "Load generator for hookgate (loopback only)")]
+struct Args {
+    #[arg(long, value_enum, default_value = "all")]
+    mode: Mode,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured seconds per mode (after warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup_seconds: u64,
+    /// Hard cap on requests per mode, whatever the time.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_requests: u64,
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    database_url: String,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+}
+
+struct RunResult {
+    name: &'static str,
+    requests: u64,
+    errors: u64,
+    accepted: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl RunResult {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let index = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[index] as f64 / 1000.0
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let modes: Vec<Mode> = match args.mode {
+        Mode::All => vec![Mode::Ceiling, Mode::Embedded, Mode::Production],
+        other => vec![other],
+    };
+    let mut results = Vec::new();
+    for mode in modes {
+        let result = match mode {
+            Mode::Ceiling => {
+                let (addr, server) = bare_server().await?;
+                let result = drive("bare hyper (ceiling)", addr, &args).await;
+                server.abort();
+                result
+            }
+            Mode::Embedded | Mode::Production => gateway_run(mode, &args).await?,
+            Mode::All => unreachable!("expanded above"),
+        };
+        print_result(&result, results.first());
+        results.push(result);
+    }
+    println!("\n| mode | webhooks/s | p50 ms | p99 ms | errors | ratio to ceiling |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let ceiling = results.iter().find(|r| r.name.starts_with("bare")).map(RunResult::rate);
+    for result in &results {
+        let ratio = ceiling.map(|c| format!("{:.2}", result.rate() / c)).unwrap_or_else(|| "-".into());
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            result.name,
+            result.rate(),
+            result.percentile(0.50),
+            result.percentile(0.99),
+            result.errors,
+            ratio
+        );
+    }
+    Ok(())
+}
+
+fn print_result(result: &RunResult, _ceiling: Option<&RunResult>) {
+    eprintln!(
+        "{}: {} requests in {:.1} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+        result.name,
+        result.requests,
+        result.elapsed.as_secs_f64(),
+        result.rate(),
+        result.percentile(0.50),
+        result.percentile(0.99),
+        result.errors
+    );
+}
+
+/// A hyper server that reads the whole body and answers 200: the ceiling.
+async fn bare_server() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+                    let _ = request.into_body().collect().await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{\"status\":\"ok\"}"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
+    let dir = tempfile::tempdir()?;
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let (name, storage, dedupe, bus) = match mode {
+        Mode::Embedded => (
+            "embedded (SQLite, memory, file)",
+            format!("sqlite://{}/hookgate.db", dir.path().display()),
+            "memory://".to_owned(),
+            format!("file://{}/events.jsonl", dir.path().display()),
+        ),
+        _ => (
+            "production (PostgreSQL, Redis, JetStream)",
+            args.database_url.clone(),
+            args.redis_url.clone(),
+            args.nats_url.clone(),
+        ),
+    };
+    let schema = format!("load_{suffix}");
+    let stream = format!("LOAD_{}", suffix.to_uppercase());
+    let prefix = format!("load{suffix}");
+    let config_text = format!(
+        "listen = \"127.0.0.1:0\"\n[storage]\nurl = \"{storage}\"\nschema = \"{schema}\"\n[dedupe]\nurl = \"{dedupe}\"\n\
+         [bus]\nurl = \"{bus}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"\n[plugins]\ndir = \"{dir}/plugins.d\"\n\
+         cache_dir = \"{dir}/cache\"\n[sources.shopify]\nsecrets = [\"{SECRET}\"]\n",
+        dir = dir.path().display()
+    );
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, config_text)?;
+    let config = Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())?;
+    let gateway = Gateway::start(&config).await.context("start gateway")?;
+    let result = drive(name, gateway.local_addr, args).await;
+
+    // Prove nothing was lost: every accepted webhook's event reaches the bus.
+    let expected = result.accepted;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut published = 0;
+    while Instant::now() < deadline {
+        published = match mode {
+            Mode::Embedded => count_lines(&dir.path().join("events.jsonl")),
+            _ => stream_count(&args.nats_url, &stream).await,
+        };
+        if published >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("{name}: {expected} webhooks accepted (incl. warm-up), {published} events published");
+    if published != expected {
+        eprintln!("LOSS OR DUPLICATION: expected {expected} events, found {published}");
+    }
+    gateway.stop().await;
+    if mode == Mode::Production {
+        cleanup(args, &schema, &stream).await;
+    }
+    Ok(result)
+}
+
+fn count_lines(path: &std::path::Path) -> u64 {
+    std::fs::read(path).map(|bytes| bytes.iter().filter(|b| **b == b'\n').count() as u64).unwrap_or(0)
+}
+
+async fn stream_count(url: &str, stream: &str) -> u64 {
+    let Ok(client) = async_nats::connect(url).await else { return 0 };
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream(stream).await {
+        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+async fn cleanup(args: &Args, schema: &str, stream: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&args.database_url).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&mut conn).await;
+    }
+    if let Ok(client) = async_nats::connect(&args.nats_url).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
+    }
+}
+
+/// Runs `connections` workers for warm-up + measured time; only measured requests count
+/// towards the rate and the latencies, every accepted one towards the loss check.
+async fn drive(name: &'static str, addr: SocketAddr, args: &Args) -> RunResult {
+    let counter = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs(args.warmup_seconds);
+    let stop_at = measure_from + Duration::from_secs(args.seconds);
+    let mut workers = Vec::new();
+    for worker in 0..args.connections {
+        let counter = counter.clone();
+        let accepted = accepted.clone();
+        let max = args.max_requests;
+        workers.push(tokio::spawn(async move {
+            worker_loop(worker, addr, counter, accepted, measure_from, stop_at, max).await
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut requests = 0;
+    let mut errors = 0;
+    for worker in workers {
+        if let Ok((lat, errs)) = worker.await {
+            requests += lat.len() as u64;
+            errors += errs;
+            latencies.extend(lat);
+        }
+    }
+    let elapsed = Instant::now().min(stop_at).saturating_duration_since(measure_from).max(Duration::from_millis(1));
+    latencies.sort_unstable();
+    RunResult { name, requests, errors, accepted: accepted.load(Ordering::Relaxed), elapsed, latencies_us: latencies }
+}
+
+async fn worker_loop(
+    worker: usize,
+    addr: SocketAddr,
+    counter: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    measure_from: Instant,
+    stop_at: Instant,
+    max_requests: u64,
+) -> (Vec<u32>, u64) {
+    let mut latencies = Vec::with_capacity(64 * 1024);
+    let mut errors = 0u64;
+    let mut sender = None;
+    let body = sample::SHOPIFY_ORDER.as_bytes();
+    while Instant::now() < stop_at {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        if n >= max_requests {
+            break;
+        }
+        if sender.is_none() {
+            match connect(addr).await {
+                Ok(s) => sender = Some(s),
+                Err(_) => {
+                    errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(s) = sender.as_mut() else { continue };
+        let webhook = sample::shopify(SECRET, "orders/create", "load.myshopify.com", &format!("load-{worker}-{n}"), body);
+        let mut request = hyper::Request::builder().method("POST").uri(&webhook.path).header("host", "127.0.0.1");
+        for (name, value) in &webhook.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let Ok(request) = request.body(Full::new(Bytes::from(webhook.body))) else { continue };
+        let sent = Instant::now();
+        let outcome = match s.send_request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.into_body().collect().await.map(|b| b.to_bytes());
+                match body {
+                    Ok(body) if status.is_success() => Ok(body),
+                    _ => Err(()),
+                }
+            }
+            Err(_) => Err(()),
+        };
+        let took = sent.elapsed();
+        match outcome {
+            Ok(body) => {
+                if body.windows(10).any(|w| w == b"\"accepted\"") {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                if sent >= measure_from && Instant::now() <= stop_at {
+                    latencies.push(took.as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            Err(()) => {
+                if sent >= measure_from {
+                    errors += 1;
+                }
+                sender = None;
+            }
+        }
+    }
+    (latencies, errors)
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}

@@ -1,0 +1,253 @@
+//! The admin API. Every path under `/api/v1/admin/` answers 401 without the configured
+//! bearer token (compared in constant time), so nothing about it leaks; with no token
+//! configured it answers 401 to everything.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::State;
+use super::error::{ApiError, HttpResponse, json_response, method_not_allowed};
+use crate::store::{Cursor, EntryFilter, EntryStatus, StoredEntry, StoredEvent};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// Compares digests so neither the token's length nor its content shows in the timing.
+fn authorized(expected: Option<&str>, header: Option<&str>) -> bool {
+    let (Some(expected), Some(header)) = (expected, header) else {
+        return false;
+    };
+    let Some(given) = header.strip_prefix("Bearer ") else {
+        return false;
+    };
+    let expected = Sha256::digest(expected.as_bytes());
+    let given = Sha256::digest(given.trim().as_bytes());
+    expected.ct_eq(&given).into()
+}
+
+pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> HttpResponse {
+    let header = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !authorized(state.admin_token.as_deref(), header) {
+        let mut response = ApiError::unauthorized("a valid admin bearer token is required").into_response();
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let rest = path.trim_start_matches("/api/v1/admin").trim_matches('/');
+    let segments: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+    let method = request.method().clone();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let result = match (segments.as_slice(), &method) {
+        (["webhooks"], &Method::GET) => list_webhooks(state, &query).await,
+        (["webhooks", id], &Method::GET) => get_webhook(state, id).await,
+        (["plugins"], &Method::GET) => Ok(list_plugins(state)),
+        (["webhooks" | "plugins"], _) | (["webhooks", _], _) => return method_not_allowed("GET"),
+        (["webhooks", _, "replay"] | ["webhooks", "replay"] | ["dlq"] | ["dlq", "replay"] | ["reload"], _) => {
+            Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                "replay, the dead-letter queue and reload are not implemented yet",
+            ))
+        }
+        _ => Err(ApiError::not_found()),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |text: &str| {
+                percent_encoding::percent_decode_str(&text.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+fn parse_time(key: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ApiError::bad_request(format!("`{key}` must be an RFC 3339 date-time")))
+}
+
+fn encode_cursor(entry: &StoredEntry) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{}", entry.received_at.timestamp_micros(), entry.id))
+}
+
+fn decode_cursor(text: &str) -> Result<Cursor, ApiError> {
+    let invalid = || ApiError::bad_request("`cursor` is not a cursor this API returned");
+    let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+    let raw = String::from_utf8(raw).map_err(|_| invalid())?;
+    let (micros, id) = raw.split_once('|').ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    Ok(Cursor {
+        received_at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
+        id: Uuid::parse_str(id).map_err(|_| invalid())?,
+    })
+}
+
+async fn list_webhooks(state: &State, query: &str) -> Result<HttpResponse, ApiError> {
+    let mut filter = EntryFilter::default();
+    let mut after = None;
+    let mut limit = DEFAULT_PAGE;
+    for (key, value) in parse_query(query) {
+        match key.as_str() {
+            "source" => filter.source = Some(value),
+            "tenant" => filter.tenant = Some(value),
+            "status" => {
+                filter.status = Some(EntryStatus::parse(&value).ok_or_else(|| {
+                    ApiError::bad_request("`status` must be one of accepted, published, failed, dead")
+                })?)
+            }
+            "since" => filter.since = Some(parse_time("since", &value)?),
+            "until" => filter.until = Some(parse_time("until", &value)?),
+            "cursor" => after = Some(decode_cursor(&value)?),
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}")))?
+            }
+            other => return Err(ApiError::bad_request(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    let mut entries = state
+        .store
+        .list_entries(&filter, after, limit + 1)
+        .await
+        .map_err(storage_error)?;
+    let more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
+    let next_cursor = if more { entries.last().map(encode_cursor) } else { None };
+    let items: Vec<serde_json::Value> = entries.iter().map(entry_summary).collect();
+    Ok(json_response(StatusCode::OK, &json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+async fn get_webhook(state: &State, id: &str) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::bad_request("the webhook id must be a UUID"))?;
+    let (entry, events) = state
+        .store
+        .get_entry(id)
+        .await
+        .map_err(storage_error)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no webhook with this id"))?;
+    let mut body = entry_summary(&entry);
+    body["headers"] = json!(entry.headers);
+    match std::str::from_utf8(&entry.body) {
+        Ok(text) => body["body"] = json!(text),
+        Err(_) => body["body_base64"] = json!(STANDARD.encode(&entry.body)),
+    }
+    body["events"] = json!(events.iter().map(event_detail).collect::<Vec<_>>());
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn list_plugins(state: &State) -> HttpResponse {
+    let sources = state.pipeline.sources();
+    let plugins: Vec<serde_json::Value> = state
+        .plugins
+        .list()
+        .into_iter()
+        .map(|plugin| {
+            let bound: Vec<&str> = sources
+                .values()
+                .filter(|s| s.plugin.metadata().name == plugin.name)
+                .map(|s| s.name.as_str())
+                .collect();
+            json!({
+                "name": plugin.name,
+                "version": plugin.version,
+                "sha256": plugin.sha256,
+                "origin": plugin.origin,
+                "sources": bound,
+            })
+        })
+        .collect();
+    let errors: Vec<serde_json::Value> = state
+        .plugins
+        .errors()
+        .iter()
+        .map(|(file, error)| json!({ "file": file, "error": error }))
+        .collect();
+    json_response(StatusCode::OK, &json!({ "plugins": plugins, "load_errors": errors }))
+}
+
+fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
+    json!({
+        "id": entry.id.to_string(),
+        "source": entry.source,
+        "topic": entry.topic,
+        "tenant": entry.tenant,
+        "idempotency_key": entry.idempotency_key,
+        "status": entry.status.as_str(),
+        "attempts": entry.attempts,
+        "last_error": entry.last_error,
+        "received_at": entry.received_at.to_rfc3339(),
+        "plugin": entry.plugin,
+        "plugin_version": entry.plugin_version,
+        "correlation_id": entry.correlation_id,
+        "body_size": entry.body.len(),
+    })
+}
+
+fn event_detail(event: &StoredEvent) -> serde_json::Value {
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&event.envelope).unwrap_or_else(|_| json!(String::from_utf8_lossy(&event.envelope)));
+    json!({
+        "id": event.id,
+        "seq": event.seq,
+        "subject": event.subject,
+        "status": event.status.as_str(),
+        "attempts": event.attempts,
+        "next_attempt_at": event.next_attempt_at.map(|t| t.to_rfc3339()),
+        "published_at": event.published_at.map(|t| t.to_rfc3339()),
+        "last_error": event.last_error,
+        "envelope": envelope,
+    })
+}
+
+fn storage_error(error: crate::store::StoreError) -> ApiError {
+    tracing::warn!(%error, "admin query failed");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is unavailable")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_rules() {
+        assert!(authorized(Some("s3cret"), Some("Bearer s3cret")));
+        assert!(!authorized(Some("s3cret"), Some("Bearer s3cre")));
+        assert!(!authorized(Some("s3cret"), Some("s3cret")));
+        assert!(!authorized(Some("s3cret"), None));
+        assert!(!authorized(None, Some("Bearer anything")));
+        assert!(!authorized(None, Some("Bearer ")));
+    }
+
+    #[test]
+    fn cursor_round_trip_and_garbage() {
+        let id = Uuid::now_v7();
+        let at = DateTime::from_timestamp_micros(1_764_000_000_123_456).expect("time");
+        let encoded = URL_SAFE_NO_PAD.encode(format!("{}|{}", at.timestamp_micros(), id));
+        assert_eq!(decode_cursor(&encoded).expect("cursor"), Cursor { received_at: at, id });
+        assert!(decode_cursor("not-a-cursor").is_err());
+    }
+}

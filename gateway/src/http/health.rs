@@ -1,0 +1,107 @@
+//! Health: the full report (`/api/v1/health`) and readiness (`/health/ready`).
+//! Storage and plugins decide readiness; the dedupe cache and the bus only degrade,
+//! since ingestion goes on without them.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::State;
+use super::error::{HttpResponse, json_response};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn probe<E: std::fmt::Display>(check: impl Future<Output = Result<(), E>>) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no answer within 2 s".to_owned()),
+    }
+}
+
+fn component(kind: &str, result: &Result<(), String>) -> serde_json::Value {
+    match result {
+        Ok(()) => json!({ "status": "ok", "kind": kind }),
+        Err(error) => json!({ "status": "down", "kind": kind, "error": error }),
+    }
+}
+
+pub async fn full(state: &State) -> HttpResponse {
+    let (storage, dedupe, bus, stats) = tokio::join!(
+        probe(state.store.ping()),
+        probe(state.dedupe.ping()),
+        probe(state.sink.ping()),
+        tokio::time::timeout(PROBE_TIMEOUT, state.store.outbox_stats()),
+    );
+    let sources = state.pipeline.sources();
+    let plugins: Vec<serde_json::Value> = state
+        .plugins
+        .list()
+        .into_iter()
+        .map(|plugin| {
+            let bound: Vec<&str> = sources
+                .values()
+                .filter(|s| s.plugin.metadata().name == plugin.name)
+                .map(|s| s.name.as_str())
+                .collect();
+            json!({
+                "name": plugin.name,
+                "version": plugin.version,
+                "sha256": plugin.sha256,
+                "origin": plugin.origin,
+                "sources": bound,
+                "status": "ok",
+            })
+        })
+        .collect();
+    let load_errors: Vec<serde_json::Value> = state
+        .plugins
+        .errors()
+        .iter()
+        .map(|(file, error)| json!({ "file": file, "error": error }))
+        .collect();
+    let outbox = match stats {
+        Ok(Ok(stats)) => json!({ "status": "ok", "backlog": stats.pending, "dlq": stats.dead }),
+        Ok(Err(error)) => json!({ "status": "unknown", "error": error.to_string() }),
+        Err(_) => json!({ "status": "unknown", "error": "no answer within 2 s" }),
+    };
+    let status = if storage.is_err() || plugins.is_empty() {
+        "down"
+    } else if dedupe.is_err() || bus.is_err() || !load_errors.is_empty() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let code = if status == "down" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    json_response(
+        code,
+        &json!({
+            "status": status,
+            "version": env!("CARGO_PKG_VERSION"),
+            "storage": component(state.store.kind(), &storage),
+            "dedupe": component(state.dedupe.kind(), &dedupe),
+            "bus": component(state.sink.kind(), &bus),
+            "plugins": plugins,
+            "plugin_errors": load_errors,
+            "sources": sources.keys().collect::<Vec<_>>(),
+            "outbox": outbox,
+        }),
+    )
+}
+
+pub async fn ready(state: &State) -> HttpResponse {
+    let storage = probe(state.store.ping()).await;
+    let plugins_loaded = !state.plugins.list().is_empty();
+    match (storage, plugins_loaded) {
+        (Ok(()), true) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
+        (storage, plugins_loaded) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "not_ready",
+                "storage": storage.err().unwrap_or_else(|| "ok".to_owned()),
+                "plugins_loaded": plugins_loaded,
+            }),
+        ),
+    }
+}

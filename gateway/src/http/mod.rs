@@ -1,0 +1,153 @@
+//! The HTTP front: accept loop and layers (server.rs), routing (here), webhook intake,
+//! health and metrics, and the admin API.
+
+pub mod admin;
+pub mod error;
+pub mod health;
+pub mod server;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Request, StatusCode};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::dedupe::Dedupe;
+use crate::ingest::Pipeline;
+use crate::metrics::{Metrics, ReasonLabel, SourceLabel};
+use crate::plugin::PluginRegistry;
+use crate::publish::EventSink;
+use crate::store::Store;
+use error::{ApiError, HttpResponse, json_response, method_not_allowed};
+
+/// Limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    /// Requests handled at once; beyond it webhooks are shed with 429.
+    pub max_concurrency: usize,
+}
+
+/// What every handler can reach.
+pub struct State {
+    pub pipeline: Arc<Pipeline>,
+    pub store: Arc<dyn Store>,
+    pub dedupe: Arc<dyn Dedupe>,
+    pub sink: Arc<dyn EventSink>,
+    pub plugins: Arc<PluginRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Option<String>,
+    pub limits: HttpLimits,
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+const WEBHOOKS: &str = "/api/v1/webhooks/";
+const ADMIN: &str = "/api/v1/admin";
+
+/// Routes one request; every response carries the correlation id as `x-request-id`.
+pub async fn route(state: Arc<State>, request: Request<Incoming>) -> HttpResponse {
+    let correlation_id = correlation_id(&request);
+    let span = tracing::info_span!("request", correlation_id = %correlation_id);
+    let mut response = dispatch(&state, request, &correlation_id).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn dispatch(state: &Arc<State>, request: Request<Incoming>, correlation_id: &str) -> HttpResponse {
+    let path = request.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix(WEBHOOKS) {
+        let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+            state.metrics.http_rejected.get_or_create(&ReasonLabel { reason: "shed" }).inc();
+            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", "too many requests in flight; retry later")
+                .into_response();
+        };
+        let started = Instant::now();
+        let source = webhooks::parse_path(rest).map(|(source, _)| source);
+        let response = webhooks::handle(state, request, rest, correlation_id).await;
+        if let Some(source) = source.filter(|s| state.pipeline.sources().contains_key(s)) {
+            state
+                .metrics
+                .request_duration
+                .get_or_create(&SourceLabel { source })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        return response;
+    }
+    if path == ADMIN || path.starts_with("/api/v1/admin/") {
+        return admin::handle(state, request, &path).await;
+    }
+    let is_get = request.method() == Method::GET || request.method() == Method::HEAD;
+    let response = match path.as_str() {
+        "/api/v1/health" if is_get => health::full(state).await,
+        "/api/v1/health/ready" if is_get => health::ready(state).await,
+        "/api/v1/health/live" if is_get => json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/metrics" if is_get => {
+            let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(state.metrics.encode())));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            response
+        }
+        "/api/v1/health" | "/api/v1/health/ready" | "/api/v1/health/live" | "/metrics" => method_not_allowed("GET, HEAD"),
+        "/api/v1/webhooks" => ApiError::new(StatusCode::NOT_FOUND, "unknown_source", "the path must name a source").into_response(),
+        _ => ApiError::not_found().into_response(),
+    };
+    response
+}
+
+/// The request's own id (`X-Request-Id`, or the trace id of a W3C `traceparent`) when it
+/// is sane, else a fresh one.
+fn correlation_id<B>(request: &Request<B>) -> String {
+    let headers = request.headers();
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return id.to_owned();
+    }
+    if let Some(parent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        let mut parts = parent.split('-');
+        if let (Some(_version), Some(trace_id)) = (parts.next(), parts.next())
+            && trace_id.len() == 32
+            && trace_id.bytes().all(|b| b.is_ascii_hexdigit())
+            && trace_id.bytes().any(|b| b != b'0')
+        {
+            return trace_id.to_ascii_lowercase();
+        }
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::correlation_id;
+
+    fn request(headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut builder = http::Request::builder();
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).expect("request")
+    }
+
+    #[test]
+    fn correlation_id_sources() {
+        assert_eq!(correlation_id(&request(&[("x-request-id", "abc-123")])), "abc-123");
+        assert_eq!(
+            correlation_id(&request(&[("traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")])),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let generated = correlation_id(&request(&[("x-request-id", "has space")]));
+        assert_eq!(generated.len(), 36);
+        let zero = correlation_id(&request(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")]));
+        assert_ne!(zero, "00000000000000000000000000000000");
+    }
+}

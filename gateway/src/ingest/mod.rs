@@ -1,0 +1,453 @@
+//! The pipeline of one webhook: source lookup, plugin verify and map, dedupe, durable
+//! storage with its outbox, and the hand-off to the relay. HTTP concerns stay outside.
+
+pub mod batch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::dedupe::{self, Dedupe};
+use crate::metrics::{Metrics, PluginFailure, PluginLabel, SourceLabel};
+use crate::plugin::{
+    CallInput, DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, Plugin, PluginFault, Processed, Timestamp,
+    VerifyError, WebhookRequest,
+};
+use crate::publish::envelope::{self, EnvelopeInput, EventData};
+use crate::publish::relay::RelayHandle;
+use crate::store::{EntryStatus, InsertOutcome, NewEntry, NewEvent, NewWebhook, OutboxEvent, StoreError};
+use batch::BatchWriter;
+
+/// One configured source, ready to serve: its plugin, secrets and settings.
+pub struct SourceRuntime {
+    pub name: String,
+    pub plugin: Arc<Plugin>,
+    /// Secret values; the plugin sees only their positions as handles.
+    pub secrets: Vec<Vec<u8>>,
+    pub settings: Vec<(String, String)>,
+    pub dedupe_ttl: Duration,
+}
+
+/// The sources by name; swapped whole on reload.
+pub type SourceTable = HashMap<String, Arc<SourceRuntime>>;
+
+/// A webhook as the HTTP layer hands it over.
+pub struct Delivery {
+    pub source: String,
+    pub request: WebhookRequest,
+    pub correlation_id: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// How a webhook ended, when it ended well for the sender (2xx).
+#[derive(Debug)]
+pub enum Ingested {
+    /// Stored under this id (mapped, or marked failed when it could not be mapped).
+    Accepted(Uuid),
+    /// Already stored under this id.
+    Duplicate(Uuid),
+    /// The plugin asked for this response instead; nothing stored.
+    Handshake(Handshake),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("unknown or disabled source")]
+    UnknownSource,
+    #[error("verification failed: {0}")]
+    Rejected(VerifyError),
+    #[error("plugin fault: {0}")]
+    PluginFault(PluginFault),
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub struct Pipeline {
+    sources: RwLock<Arc<SourceTable>>,
+    dedupe: Arc<dyn Dedupe>,
+    writer: BatchWriter,
+    relay: RelayHandle,
+    metrics: Arc<Metrics>,
+    subject_prefix: String,
+}
+
+impl Pipeline {
+    pub fn new(
+        sources: SourceTable,
+        dedupe: Arc<dyn Dedupe>,
+        writer: BatchWriter,
+        relay: RelayHandle,
+        metrics: Arc<Metrics>,
+        subject_prefix: String,
+    ) -> Self {
+        Self {
+            sources: RwLock::new(Arc::new(sources)),
+            dedupe,
+            writer,
+            relay,
+            metrics,
+            subject_prefix,
+        }
+    }
+
+    pub fn sources(&self) -> Arc<SourceTable> {
+        match self.sources.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces every source at once; requests in flight keep the table they started with.
+    pub fn replace_sources(&self, table: SourceTable) {
+        let table = Arc::new(table);
+        match self.sources.write() {
+            Ok(mut guard) => *guard = table,
+            Err(poisoned) => *poisoned.into_inner() = table,
+        }
+    }
+
+    pub async fn ingest(&self, delivery: Delivery) -> Result<Ingested, IngestError> {
+        let source_name = delivery.source.clone();
+        let result = self.run(delivery).await;
+        let outcome = match &result {
+            Ok(Ingested::Accepted(_)) => "accepted",
+            Ok(Ingested::Duplicate(_)) => "duplicate",
+            Ok(Ingested::Handshake(_)) => "handshake",
+            Err(IngestError::UnknownSource) => "unknown_source",
+            Err(IngestError::Rejected(_)) => "rejected",
+            Err(IngestError::PluginFault(_)) => "plugin_fault",
+            Err(IngestError::StorageUnavailable(_)) => "unavailable",
+            Err(IngestError::Internal(_)) => "error",
+        };
+        // Unknown sources are not labelled by name: anyone can invent paths.
+        let label = if matches!(result, Err(IngestError::UnknownSource)) { "unknown" } else { &source_name };
+        self.metrics.webhook(label, outcome);
+        result
+    }
+
+    async fn run(&self, delivery: Delivery) -> Result<Ingested, IngestError> {
+        let source = self.sources().get(&delivery.source).cloned().ok_or(IngestError::UnknownSource)?;
+        let request = Arc::new(delivery.request);
+        let processed = self.call_plugin(&source, request.clone(), &delivery.correlation_id).await?;
+        let (mapped, matched_secret) = match processed {
+            Processed::Rejected(error) => {
+                tracing::warn!(source = %source.name, correlation_id = %delivery.correlation_id, reason = %error, "webhook failed verification");
+                return Err(IngestError::Rejected(error));
+            }
+            Processed::Verified { matched_secret, mapped } => (mapped, matched_secret),
+        };
+        tracing::debug!(source = %source.name, correlation_id = %delivery.correlation_id, ?matched_secret, "webhook verified");
+        let webhook = match mapped {
+            Ok(MapOutcome::Respond(handshake)) => return Ok(Ingested::Handshake(handshake)),
+            Ok(MapOutcome::Events(mapping)) => self.mapped_webhook(&source, &request, &delivery, mapping),
+            Err(failure) => {
+                let reason = match &failure {
+                    MapFailure::Plugin(error) => error.to_string(),
+                    MapFailure::Fault(fault) => {
+                        self.count_fault(&source, fault);
+                        format!("plugin fault: {fault}")
+                    }
+                };
+                tracing::warn!(source = %source.name, correlation_id = %delivery.correlation_id, %reason, "verified webhook could not be mapped; storing it as failed");
+                Ok(self.failed_webhook(&source, &request, &delivery, None, None, None, reason))
+            }
+        };
+        let webhook = webhook?;
+        self.store(&source, webhook).await
+    }
+
+    async fn call_plugin(
+        &self,
+        source: &Arc<SourceRuntime>,
+        request: Arc<WebhookRequest>,
+        correlation_id: &str,
+    ) -> Result<Processed, IngestError> {
+        let started = Instant::now();
+        let task_source = source.clone();
+        let correlation = correlation_id.to_owned();
+        // Guest code can run up to its deadline: keep it off the async workers.
+        let result = tokio::task::spawn_blocking(move || {
+            task_source.plugin.process(&CallInput {
+                request: &request,
+                secrets: &task_source.secrets,
+                settings: &task_source.settings,
+                now_unix_seconds: None,
+                correlation_id: &correlation,
+            })
+        })
+        .await
+        .map_err(|error| IngestError::Internal(format!("plugin task failed: {error}")))?;
+        let plugin_name = source.plugin.metadata().name.clone();
+        self.metrics
+            .plugin_call_duration
+            .get_or_create(&PluginLabel { plugin: plugin_name })
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|fault| {
+            self.count_fault(source, &fault);
+            tracing::error!(source = %source.name, correlation_id, %fault, "plugin fault during verify");
+            IngestError::PluginFault(fault)
+        })
+    }
+
+    fn count_fault(&self, source: &SourceRuntime, fault: &PluginFault) {
+        let kind = match fault {
+            PluginFault::Timeout => "timeout",
+            PluginFault::OutOfMemory => "out_of_memory",
+            PluginFault::Trap(_) => "trap",
+            PluginFault::Invalid(_) => "invalid_output",
+        };
+        self.metrics
+            .plugin_failures
+            .get_or_create(&PluginFailure { plugin: source.plugin.metadata().name.clone(), kind })
+            .inc();
+    }
+
+    fn mapped_webhook(
+        &self,
+        source: &SourceRuntime,
+        request: &WebhookRequest,
+        delivery: &Delivery,
+        mapping: Mapping,
+    ) -> Result<NewWebhook, IngestError> {
+        let entry_id = Uuid::now_v7();
+        let occurred = mapping
+            .occurred_at
+            .as_ref()
+            .and_then(timestamp_to_utc)
+            .unwrap_or(delivery.received_at);
+        let metadata = source.plugin.metadata();
+        let plugin = format!("{}@{}", metadata.name, metadata.version);
+        let content_type = header(request, "content-type");
+        let mut events = Vec::with_capacity(mapping.events.len());
+        for (seq, event) in mapping.events.iter().enumerate() {
+            match self.encode_event(source, request, delivery, entry_id, seq, event, occurred, &mapping, &plugin, content_type) {
+                Ok(encoded) => events.push(encoded),
+                Err(reason) => {
+                    // The plugin produced something unpublishable: keep the webhook for replay.
+                    tracing::warn!(source = %source.name, correlation_id = %delivery.correlation_id, %reason, "mapping output rejected");
+                    return Ok(self.failed_webhook(
+                        source,
+                        request,
+                        delivery,
+                        Some(mapping.topic.clone()),
+                        mapping.tenant.clone(),
+                        mapping.idempotency_key.clone(),
+                        reason,
+                    ));
+                }
+            }
+        }
+        // Nothing to publish means nothing left to do for this entry.
+        let status = if events.is_empty() { EntryStatus::Published } else { EntryStatus::Accepted };
+        let idempotency_key = mapping.idempotency_key.clone().unwrap_or_else(|| body_key(&request.body));
+        Ok(NewWebhook {
+            entry: NewEntry {
+                id: entry_id,
+                source: source.name.clone(),
+                topic: Some(mapping.topic),
+                tenant: mapping.tenant,
+                idempotency_key,
+                headers: request.headers.clone(),
+                body: request.body.clone(),
+                received_at: delivery.received_at,
+                status,
+                last_error: None,
+                plugin: metadata.name.clone(),
+                plugin_version: metadata.version.clone(),
+                correlation_id: delivery.correlation_id.clone(),
+            },
+            events,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn encode_event(
+        &self,
+        source: &SourceRuntime,
+        request: &WebhookRequest,
+        delivery: &Delivery,
+        entry_id: Uuid,
+        seq: usize,
+        event: &DomainEvent,
+        occurred: DateTime<Utc>,
+        mapping: &Mapping,
+        plugin: &str,
+        content_type: Option<&str>,
+    ) -> Result<NewEvent, String> {
+        let subject = envelope::subject(&self.subject_prefix, &source.name, &event.event_type).map_err(|e| e.to_string())?;
+        let id = event_id(entry_id, seq);
+        let data = match &event.data {
+            Some(json) => EventData::Json(json.as_bytes()),
+            None => EventData::Body { bytes: &request.body, content_type },
+        };
+        let encoded = envelope::encode(&EnvelopeInput {
+            id: &id,
+            source: &source.name,
+            event_type: &event.event_type,
+            subject: event.subject.as_deref(),
+            time: occurred,
+            data,
+            correlation_id: &delivery.correlation_id,
+            webhook_id: entry_id,
+            tenant: mapping.tenant.as_deref(),
+            plugin,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(NewEvent {
+            id,
+            seq: seq as i32,
+            subject,
+            envelope: encoded,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn failed_webhook(
+        &self,
+        source: &SourceRuntime,
+        request: &WebhookRequest,
+        delivery: &Delivery,
+        topic: Option<String>,
+        tenant: Option<String>,
+        idempotency_key: Option<String>,
+        reason: String,
+    ) -> NewWebhook {
+        let metadata = source.plugin.metadata();
+        NewWebhook {
+            entry: NewEntry {
+                id: Uuid::now_v7(),
+                source: source.name.clone(),
+                topic,
+                tenant,
+                // The sender's retry carries the same bytes: it must find this entry.
+                idempotency_key: idempotency_key.unwrap_or_else(|| body_key(&request.body)),
+                headers: request.headers.clone(),
+                body: request.body.clone(),
+                received_at: delivery.received_at,
+                status: EntryStatus::Failed,
+                last_error: Some(reason),
+                plugin: metadata.name.clone(),
+                plugin_version: metadata.version.clone(),
+                correlation_id: delivery.correlation_id.clone(),
+            },
+            events: Vec::new(),
+        }
+    }
+
+    async fn store(&self, source: &SourceRuntime, webhook: NewWebhook) -> Result<Ingested, IngestError> {
+        let cache_key = dedupe::cache_key(&source.name, &webhook.entry.idempotency_key);
+        match self.dedupe.lookup(&cache_key).await {
+            Ok(Some(existing)) => {
+                self.metrics.dedupe_hits.get_or_create(&SourceLabel { source: source.name.clone() }).inc();
+                return Ok(Ingested::Duplicate(existing));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                // The cache is a shortcut; the storage's unique key still decides.
+                self.metrics.dedupe_errors.inc();
+                tracing::debug!(%error, "dedupe lookup failed");
+            }
+        }
+        let entry_id = webhook.entry.id;
+        let received_at = webhook.entry.received_at;
+        let fresh: Vec<OutboxEvent> = webhook
+            .events
+            .iter()
+            .map(|event| OutboxEvent {
+                id: event.id.clone(),
+                entry_id,
+                subject: event.subject.clone(),
+                envelope: event.envelope.clone(),
+                attempts: 0,
+                created_at: received_at,
+            })
+            .collect();
+        let outcome = self.writer.insert(webhook).await.map_err(|error| match error {
+            StoreError::Unavailable(message) => IngestError::StorageUnavailable(message),
+            other => IngestError::Internal(other.to_string()),
+        })?;
+        let (result, remembered) = match outcome {
+            InsertOutcome::Inserted => {
+                self.relay.notify(fresh);
+                (Ingested::Accepted(entry_id), entry_id)
+            }
+            InsertOutcome::Duplicate { existing_id } => {
+                self.metrics.dedupe_hits.get_or_create(&SourceLabel { source: source.name.clone() }).inc();
+                (Ingested::Duplicate(existing_id), existing_id)
+            }
+        };
+        // Remembered only now that the entry is durable: a failed store must not shadow the retry.
+        if let Err(error) = self.dedupe.remember(&cache_key, remembered, source.dedupe_ttl).await {
+            self.metrics.dedupe_errors.inc();
+            tracing::debug!(%error, "dedupe remember failed");
+        }
+        Ok(result)
+    }
+}
+
+/// The first value of a header (names are lower case in requests).
+pub fn header<'a>(request: &'a WebhookRequest, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// The idempotency key of a source that has none: the body's digest.
+fn body_key(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// Stable for a given webhook entry and event position, so re-publishes are dropped by
+/// JetStream's `Nats-Msg-Id` window.
+fn event_id(entry_id: Uuid, seq: usize) -> String {
+    Uuid::new_v5(&entry_id, format!("event/{seq}").as_bytes()).to_string()
+}
+
+fn timestamp_to_utc(timestamp: &Timestamp) -> Option<DateTime<Utc>> {
+    match timestamp {
+        Timestamp::UnixSeconds(seconds) => DateTime::from_timestamp(*seconds, 0),
+        Timestamp::Rfc3339(text) => DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stable_and_distinct() {
+        let entry = Uuid::now_v7();
+        assert_eq!(event_id(entry, 0), event_id(entry, 0));
+        assert_ne!(event_id(entry, 0), event_id(entry, 1));
+        assert_ne!(event_id(entry, 0), event_id(Uuid::now_v7(), 0));
+    }
+
+    #[test]
+    fn body_key_is_the_sha256_of_the_raw_bytes() {
+        assert_eq!(
+            body_key(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn timestamps_parse_both_forms() {
+        assert_eq!(
+            timestamp_to_utc(&Timestamp::UnixSeconds(1_764_000_000)).map(|t| t.to_rfc3339()),
+            Some("2025-11-24T16:00:00+00:00".to_owned())
+        );
+        assert_eq!(
+            timestamp_to_utc(&Timestamp::Rfc3339("2025-11-24T15:20:00.000Z".into())).map(|t| t.timestamp()),
+            Some(1_763_997_600)
+        );
+        assert_eq!(timestamp_to_utc(&Timestamp::Rfc3339("yesterday".into())), None);
+    }
+}

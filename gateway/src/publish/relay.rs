@@ -1,0 +1,236 @@
+//! The outbox relay: publishes stored events to the bus and records the outcome.
+//!
+//! Fresh events arrive straight from the pipeline after their commit (no polling delay);
+//! a periodic sweep of the outbox picks up everything else: retries that came due, and
+//! events left behind by a crash or a full hand-off queue. One task does both in turn,
+//! so an event is never in two publications of this process at once. Publishing is
+//! at-least-once; the `Nats-Msg-Id` (the event id) lets JetStream drop the rare repeat.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::publish::{EventSink, Outgoing, PublishError};
+use crate::store::{OutboxEvent, Store};
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events per publication batch.
+    pub batch_size: usize,
+    /// How often the outbox is swept for due events.
+    pub poll_interval: Duration,
+    /// The sweep leaves events younger than this to the direct hand-off.
+    pub handoff_grace: Duration,
+    /// An event is dead-lettered only once it is older than this (counted from receipt).
+    pub retry_max_age: Duration,
+    /// First retry delay; doubles per attempt up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 512,
+            poll_interval: Duration::from_millis(500),
+            handoff_grace: Duration::from_secs(2),
+            retry_max_age: Duration::from_secs(72 * 3600),
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Hands freshly committed events to the relay.
+#[derive(Clone)]
+pub struct RelayHandle {
+    queue: mpsc::Sender<OutboxEvent>,
+}
+
+impl RelayHandle {
+    /// Never blocks: if the queue is full the events stay in the outbox for the sweep.
+    pub fn notify(&self, events: Vec<OutboxEvent>) {
+        for event in events {
+            if self.queue.try_send(event).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+pub struct Relay {
+    store: Arc<dyn Store>,
+    sink: Arc<dyn EventSink>,
+    metrics: Arc<Metrics>,
+    config: RelayConfig,
+}
+
+impl Relay {
+    /// Starts the relay task; it stops when `shutdown` turns true, after the events it
+    /// already holds are published or recorded as failed.
+    pub fn start(
+        store: Arc<dyn Store>,
+        sink: Arc<dyn EventSink>,
+        metrics: Arc<Metrics>,
+        config: RelayConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> (RelayHandle, tokio::task::JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(config.batch_size * 16);
+        let relay = Self { store, sink, metrics, config };
+        let task = tokio::spawn(relay.run(receiver, shutdown));
+        (RelayHandle { queue }, task)
+    }
+
+    async fn run(self, mut receiver: mpsc::Receiver<OutboxEvent>, mut shutdown: watch::Receiver<bool>) {
+        let mut sweep = tokio::time::interval(self.config.poll_interval);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stats = tokio::time::interval(Duration::from_secs(5));
+        let mut batch = Vec::with_capacity(self.config.batch_size);
+        loop {
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        receiver.close();
+                        while receiver.recv_many(&mut batch, self.config.batch_size).await > 0 {
+                            self.publish(std::mem::take(&mut batch)).await;
+                        }
+                        return;
+                    }
+                }
+                received = receiver.recv_many(&mut batch, self.config.batch_size) => {
+                    if received == 0 {
+                        return;
+                    }
+                    self.publish(std::mem::take(&mut batch)).await;
+                }
+                _ = sweep.tick() => {
+                    // Keep sweeping while full batches come back: a backlog drains at full speed.
+                    while self.sweep_once().await == self.config.batch_size {}
+                }
+                _ = stats.tick() => self.refresh_stats().await,
+            }
+        }
+    }
+
+    /// Publishes one batch of due events; returns how many it found.
+    async fn sweep_once(&self) -> usize {
+        let Ok(grace) = chrono::Duration::from_std(self.config.handoff_grace) else {
+            return 0;
+        };
+        let limit = u32::try_from(self.config.batch_size).unwrap_or(u32::MAX);
+        match self.store.due_events(Utc::now() - grace, limit).await {
+            Ok(events) => {
+                let found = events.len();
+                if found > 0 {
+                    self.publish(events).await;
+                }
+                found
+            }
+            Err(error) => {
+                tracing::warn!(%error, "outbox sweep failed");
+                0
+            }
+        }
+    }
+
+    async fn refresh_stats(&self) {
+        match self.store.outbox_stats().await {
+            Ok(stats) => {
+                self.metrics.outbox_backlog.set(stats.pending as i64);
+                self.metrics.dlq_size.set(stats.dead as i64);
+            }
+            Err(error) => tracing::debug!(%error, "outbox stats unavailable"),
+        }
+    }
+
+    async fn publish(&self, events: Vec<OutboxEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let outgoing: Vec<Outgoing> = events
+            .iter()
+            .map(|event| Outgoing {
+                id: event.id.clone(),
+                subject: event.subject.clone(),
+                envelope: event.envelope.clone(),
+            })
+            .collect();
+        let started = Instant::now();
+        let results = self.sink.publish_batch(&outgoing).await;
+        self.metrics.publish_duration.observe(started.elapsed().as_secs_f64());
+
+        let mut published = Vec::with_capacity(events.len());
+        let mut failed = Vec::new();
+        for (event, result) in events.into_iter().zip(results) {
+            match result {
+                Ok(()) => published.push(event.id),
+                Err(error) => failed.push((event, error)),
+            }
+        }
+        if !published.is_empty() {
+            self.metrics.events_published.inc_by(published.len() as u64);
+            // If this fails the events stay pending and are re-sent; JetStream drops the repeats.
+            if let Err(error) = self.store.mark_published(&published, Utc::now()).await {
+                tracing::warn!(%error, count = published.len(), "could not record published events");
+            }
+        }
+        for (event, error) in failed {
+            self.record_failure(event, error).await;
+        }
+    }
+
+    async fn record_failure(&self, event: OutboxEvent, error: PublishError) {
+        let reason = match error {
+            PublishError::Unavailable(_) => "unavailable",
+            PublishError::Rejected(_) => "rejected",
+            PublishError::BadUrl(_) => "config",
+        };
+        self.metrics.publish_failures.get_or_create(&ReasonLabel { reason }).inc();
+        let message = error.to_string();
+        let now = Utc::now();
+        let age = (now - event.created_at).to_std().unwrap_or_default();
+        let outcome = if age >= self.config.retry_max_age {
+            self.metrics.events_dead_lettered.inc();
+            tracing::error!(event_id = %event.id, entry_id = %event.entry_id, error = %message, "event exhausted its retry budget; dead-lettered");
+            self.store.mark_dead(&event.id, &message).await
+        } else {
+            let delay = backoff(&self.config, event.attempts, &event.id);
+            let next = now + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::seconds(1));
+            tracing::debug!(event_id = %event.id, error = %message, retry_in = ?delay, "publish failed; will retry");
+            self.store.mark_retry(&event.id, next, &message).await
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, event_id = %event.id, "could not record a publish failure");
+        }
+    }
+}
+
+/// Exponential backoff with up to 25% jitter, derived from the event id so retries of a
+/// burst spread out without a random number generator.
+fn backoff(config: &RelayConfig, attempts: i32, event_id: &str) -> Duration {
+    let exponent = attempts.clamp(0, 20) as u32;
+    let base = config.base_backoff.saturating_mul(1u32 << exponent.min(20));
+    let capped = base.min(config.max_backoff);
+    let spread = event_id.bytes().fold(attempts as u32, |acc, b| acc.wrapping_mul(31).wrapping_add(b as u32)) % 25;
+    capped + capped * spread / 100
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let config = RelayConfig::default();
+        let first = backoff(&config, 0, "a");
+        let third = backoff(&config, 2, "a");
+        assert!(first >= Duration::from_secs(1) && first < Duration::from_millis(1250), "{first:?}");
+        assert!(third >= Duration::from_secs(4) && third < Duration::from_secs(5), "{third:?}");
+        let late = backoff(&config, 30, "a");
+        assert!(late >= config.max_backoff && late <= config.max_backoff * 5 / 4, "{late:?}");
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real HTTP requests into a gateway started in-process, against the
+//! real PostgreSQL, Redis and NATS of the machine (or the embedded backends).
+
+mod e2e_admin;
+mod e2e_embedded;
+mod e2e_errors;
+mod e2e_faults;
+mod e2e_production;
+mod support;

@@ -1,0 +1,408 @@
+//! Starts a gateway in-process on port 0 with its own storage (SQLite file or a fresh
+//! PostgreSQL schema), dedupe prefix and NATS stream, so tests run in parallel.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hookgate::app::Gateway;
+use hookgate::client::{HttpClient, Reply};
+use hookgate::config::{CliOverrides, Config};
+use hookgate::sample::{self, SignedWebhook};
+
+pub const SHOPIFY_SECRET: &str = "shpss_test_4f1d2c3b5a6978";
+pub const STRIPE_SECRET: &str = "whsec_test_9a8b7c6d5e4f";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-3141592";
+
+pub fn postgres_url() -> String {
+    std::env::var("HOOKGATE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+pub fn redis_url() -> String {
+    std::env::var("HOOKGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+pub fn nats_url() -> String {
+    std::env::var("HOOKGATE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Where the gateway under test keeps things.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// SQLite, in-memory dedupe, JSON-lines file: the embedded defaults.
+    Embedded,
+    /// PostgreSQL (a fresh schema), Redis, NATS JetStream (a fresh stream).
+    Production,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub backend: Backend,
+    /// Extra TOML appended to the generated config (more sources, limits...).
+    pub extra: String,
+    /// Top-level keys (placed before any table).
+    pub top: String,
+    pub redis_url: Option<String>,
+    pub nats_url: Option<String>,
+    pub storage_url: Option<String>,
+    /// Reuse this state (storage, stream...) of an earlier harness: a restart.
+    pub reuse: Option<Names>,
+}
+
+impl Options {
+    pub fn new(backend: Backend) -> Self {
+        Self { backend, extra: String::new(), top: String::new(), redis_url: None, nats_url: None, storage_url: None, reuse: None }
+    }
+}
+
+/// The names that make one test's state its own.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub dir: PathBuf,
+    pub schema: String,
+    pub stream: String,
+    pub prefix: String,
+}
+
+pub struct Harness {
+    pub gateway: Option<Gateway>,
+    pub base: String,
+    pub client: HttpClient,
+    pub names: Names,
+    pub options: Options,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl Harness {
+    pub async fn start(options: Options) -> Self {
+        let (tempdir, names) = match &options.reuse {
+            Some(names) => (None, names.clone()),
+            None => {
+                let tempdir = tempfile::tempdir().expect("temp dir");
+                let names = Names {
+                    dir: tempdir.path().to_path_buf(),
+                    schema: unique("t_"),
+                    stream: unique("T").to_uppercase(),
+                    prefix: unique("hg"),
+                };
+                (Some(tempdir), names)
+            }
+        };
+        let config = config_for(&options, &names);
+        let gateway = Gateway::start(&config).await.unwrap_or_else(|e| panic!("gateway did not start: {e:#}"));
+        let base = format!("http://{}", gateway.local_addr);
+        Self { gateway: Some(gateway), base, client: HttpClient::new(), names, options, _tempdir: tempdir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, webhook: &SignedWebhook) -> Reply {
+        self.client.post_webhook(&self.base, webhook).await.expect("request")
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.client
+            .get(&self.url(path), &[("authorization".into(), format!("Bearer {ADMIN_TOKEN}"))])
+            .await
+            .expect("request")
+    }
+
+    pub fn events_file(&self) -> PathBuf {
+        self.names.dir.join("events.jsonl")
+    }
+
+    /// Stops the gateway (graceful), keeping its state for a restart.
+    pub async fn stop(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await;
+        }
+    }
+
+    /// Drops the PostgreSQL schema and the NATS stream of this test.
+    pub async fn cleanup(mut self) {
+        self.stop().await;
+        if let Backend::Production = self.options.backend {
+            drop_schema(&self.names.schema).await;
+            delete_stream(&self.names.stream).await;
+        }
+    }
+}
+
+fn config_for(options: &Options, names: &Names) -> Config {
+    let dir = names.dir.display();
+    let (storage, dedupe, bus) = match options.backend {
+        Backend::Embedded => (
+            format!("sqlite://{dir}/hookgate.db"),
+            "memory://".to_owned(),
+            format!("file://{dir}/events.jsonl"),
+        ),
+        Backend::Production => (postgres_url(), redis_url(), nats_url()),
+    };
+    let storage = options.storage_url.clone().unwrap_or(storage);
+    let dedupe = options.redis_url.clone().unwrap_or(dedupe);
+    let bus = options.nats_url.clone().unwrap_or(bus);
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+admin_token = "{ADMIN_TOKEN}"
+{top}
+
+[storage]
+url = "{storage}"
+schema = "{schema}"
+
+[dedupe]
+url = "{dedupe}"
+
+[bus]
+url = "{bus}"
+stream = "{stream}"
+subject_prefix = "{prefix}"
+
+[plugins]
+dir = "{dir}/plugins.d"
+cache_dir = "{cache}"
+
+[sources.shopify]
+secrets = ["{SHOPIFY_SECRET}"]
+
+[sources.stripe]
+secrets = ["{STRIPE_SECRET}"]
+
+{extra}
+"#,
+        top = options.top,
+        schema = names.schema,
+        stream = names.stream,
+        prefix = names.prefix,
+        cache = plugin_cache_dir().display(),
+        extra = options.extra,
+    );
+    let path = names.dir.join("hookgate.toml");
+    std::fs::write(&path, text).expect("write config");
+    Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())
+        .unwrap_or_else(|e| panic!("test config rejected: {e}"))
+}
+
+/// Shared across tests so each compiles a plugin once per machine, not once per test.
+pub fn plugin_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
+/// The directory where the build put the test plugins (chaos, partial).
+pub fn wasm_dir() -> PathBuf {
+    PathBuf::from(env!("HOOKGATE_WASM_DIR"))
+}
+
+pub fn shopify_order(event_id: &str) -> SignedWebhook {
+    sample::shopify(SHOPIFY_SECRET, "orders/create", "example-shop.myshopify.com", event_id, sample::SHOPIFY_ORDER.as_bytes())
+}
+
+pub fn stripe_payment(event_id: &str) -> SignedWebhook {
+    let now = chrono::Utc::now().timestamp();
+    sample::stripe(STRIPE_SECRET, now, &sample::stripe_event(event_id, now))
+}
+
+/// Polls `check` until it returns Some, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect()
+}
+
+async fn nats() -> async_nats::jetstream::Context {
+    let client = async_nats::connect(nats_url())
+        .await
+        .unwrap_or_else(|e| panic!("NATS must be running at {} for this test: {e}", nats_url()));
+    async_nats::jetstream::new(client)
+}
+
+/// A message read back from JetStream.
+pub struct Message {
+    pub subject: String,
+    pub msg_id: Option<String>,
+    pub payload: bytes::Bytes,
+}
+
+impl Message {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("JSON envelope")
+    }
+}
+
+pub async fn stream_count(stream: &str) -> u64 {
+    let js = nats().await;
+    match js.get_stream(stream).await {
+        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until the stream holds `count` messages (at most `limit`), then reads them all.
+pub async fn stream_messages(stream: &str, count: u64, limit: Duration) -> Vec<Message> {
+    eventually(limit, || async { (stream_count(stream).await >= count).then_some(()) }).await;
+    let js = nats().await;
+    let Ok(stream) = js.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let mut messages = Vec::new();
+    let mut seq = 1;
+    while let Ok(raw) = stream.get_raw_message(seq).await {
+        let msg_id = raw
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.as_str().to_owned());
+        messages.push(Message { subject: raw.subject.to_string(), msg_id, payload: raw.payload });
+        seq += 1;
+    }
+    messages
+}
+
+pub async fn delete_stream(stream: &str) {
+    let _ = nats().await.delete_stream(stream).await;
+}
+
+pub async fn drop_schema(schema: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&mut conn).await;
+    }
+}
+
+/// A nats-server of the test's own on a free loopback port, killed by PID.
+pub struct OwnNats {
+    pub port: u16,
+    pub store_dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    listener.local_addr().expect("addr").port()
+}
+
+impl OwnNats {
+    /// A port for a server not started yet: `url()` refuses connections until `start`.
+    pub fn reserve() -> Self {
+        Self { port: free_port(), store_dir: tempfile::tempdir().expect("dir"), child: None }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn start(&mut self) {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nats-server must be installed for the fault tests");
+        let child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store_dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let url = self.url();
+        eventually(Duration::from_secs(10), || async { async_nats::connect(&url).await.ok().map(|_| ()) })
+            .await
+            .expect("own nats-server accepts connections");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn count(&self, stream: &str) -> u64 {
+        let Ok(client) = async_nats::connect(self.url()).await else { return 0 };
+        let js = async_nats::jetstream::new(client);
+        match js.get_stream(stream).await {
+            Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP relay to a real server that the test can cut and restore, to take PostgreSQL or
+/// Redis away from the gateway without touching the shared server.
+pub struct Cuttable {
+    pub port: u16,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cuttable {
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let cut = std::sync::Arc::new(cut);
+        let target = target.to_owned();
+        let state = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if *state.borrow() {
+                    continue;
+                }
+                let mut watch = state.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut, task }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    pub fn restore(&self) {
+        let _ = self.cut.send(false);
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

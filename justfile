@@ -1,0 +1,25 @@
+# Developer shortcuts. `just` is optional: every recipe is a plain command.
+
+# Run the gateway on its embedded defaults.
+run:
+    cargo run --release -- serve
+
+# The whole test suite (needs PostgreSQL, Redis and NATS on localhost).
+test:
+    cargo test --workspace
+
+# What CI runs.
+ci:
+    bash .ci/run
+
+# Plugin micro-benchmark: verify + map through WASM against native Rust.
+bench:
+    cargo bench -p hookgate --bench plugin
+
+# Load benchmark: see BENCHMARKS.md.
+bench-load:
+    cargo run --release -p hookgate --bin hookgate-load -- --mode all
+
+# Write the bundled plugins as .wasm files into ./plugins.d.
+export-plugins:
+    cargo run --release -- plugins export plugins.d
