@@ -131,6 +131,18 @@ impl KeyPath {
     }
 }
 
+impl KeyPath {
+    /// Whether values at or under this key may be secrets (`admin_token`,
+    /// `sources.<name>.secrets`), so that messages must not quote them.
+    pub(crate) fn holds_secret(&self) -> bool {
+        match self.0.as_slice() {
+            [Seg::Key(k), ..] if k == "admin_token" => true,
+            [Seg::Key(s), _, Seg::Key(k), ..] => s == "sources" && k == "secrets",
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for KeyPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, seg) in self.0.iter().enumerate() {

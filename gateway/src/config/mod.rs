@@ -653,13 +653,17 @@ fn parse_document(text: &str, origin: &Path, env: &Env<'_>) -> Result<Config, Co
     let mut config = Config::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| {
         let pos = e.span().map_or(0, |s| s.start);
         let (line, column) = line_column(text, pos);
+        let key = key_path_at(&index, pos);
+        let message = match &key {
+            Some(key) if key.holds_secret() => scrub_value(e.message()),
+            _ => e.message().trim_end().to_owned(),
+        };
         ConfigError::Shape {
             path: origin.to_path_buf(),
             line,
             column,
-            key: key_path_at(&index, pos)
-                .map_or_else(|| "(top level)".to_owned(), |p| p.to_string()),
-            message: e.message().trim_end().to_owned(),
+            key: key.map_or_else(|| "(top level)".to_owned(), |p| p.to_string()),
+            message,
         }
     })?;
     for (name, source) in &mut config.sources {
@@ -669,6 +673,16 @@ fn parse_document(text: &str, origin: &Path, env: &Env<'_>) -> Result<Config, Co
         }
     }
     Ok(config)
+}
+
+/// Serde quotes the offending value (`invalid type: string "...", expected a sequence`);
+/// at a secret's key that value may be the secret, so only the expectation is kept.
+fn scrub_value(message: &str) -> String {
+    const HIDDEN: &str = "invalid value (not shown: it may be a secret)";
+    match message.split_once(", expected ") {
+        Some((_, expected)) => format!("{HIDDEN}, expected {}", expected.trim_end()),
+        None => HIDDEN.to_owned(),
+    }
 }
 
 fn expand_error(key: String, error: ExpandError) -> ConfigError {

@@ -710,3 +710,30 @@ fn the_default_file_is_used_only_when_present() -> TestResult {
     assert_eq!(default_file_in(dir.path())?, Some(file));
     Ok(())
 }
+
+#[test]
+fn shape_errors_at_secret_keys_do_not_quote_the_value() {
+    let message = load_err(
+        "[sources.acme]\nsecrets = \"${ACME_SECRET}\"\n",
+        &[("ACME_SECRET", "lit-6a6a-distinctive")],
+    );
+    assert!(
+        message.contains("sources.acme.secrets: invalid value"),
+        "{message}"
+    );
+    assert!(message.contains("expected a sequence"), "{message}");
+    assert!(!message.contains("6a6a"), "{message}");
+    let message = load_err("[sources.acme]\nsecrets = [\"ok\", 7]\n", &[]);
+    assert!(
+        message.contains("sources.acme.secrets[1]: invalid value"),
+        "{message}"
+    );
+    let message = load_err("admin_token = 5\n", &[]);
+    assert!(message.contains("admin_token: invalid value"), "{message}");
+    // Elsewhere serde's message, value included, is kept: it helps and is harmless.
+    let message = load_err("[bus]\nstream = 7\n", &[]);
+    assert!(
+        message.contains("bus.stream: invalid type: integer `7`"),
+        "{message}"
+    );
+}
