@@ -142,7 +142,7 @@ impl LogFormat {
 
 /// The whole configuration. Every key is optional; [`Config::default`] is the embedded
 /// mode (SQLite, in-memory dedupe, events to a JSON-lines file, no sources).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server binds (`LISTEN_ADDR`, `--listen`).
@@ -168,6 +168,8 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(skip)]
     warnings: Vec<String>,
+    #[serde(skip)]
+    file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -184,6 +186,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             sources: BTreeMap::new(),
             warnings: Vec::new(),
+            file: None,
         }
     }
 }
@@ -410,7 +413,7 @@ impl PluginsConfig {
 }
 
 /// One webhook source.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The plugin that verifies and maps it; defaults to the source's name (filled in by
@@ -467,11 +470,17 @@ impl Config {
         env: &impl Fn(&str) -> Option<String>,
         overrides: &CliOverrides,
     ) -> Result<Self, ConfigError> {
-        let file = match path {
-            Some(path) => Some(path.to_path_buf()),
-            None => default_file_in(Path::new("."))?,
-        };
+        let file = Self::resolve_file(path)?;
         Self::load_file(file.as_deref(), env, overrides)
+    }
+
+    /// The file [`Config::load`] reads for `path`: `path` itself, else `hookgate.toml` in
+    /// the working directory if present, else none.
+    pub fn resolve_file(path: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+        match path {
+            Some(path) => Ok(Some(path.to_path_buf())),
+            None => default_file_in(Path::new(".")),
+        }
     }
 
     /// [`Config::load`] with the process environment.
@@ -501,7 +510,9 @@ impl Config {
         let mut config = match file {
             Some(path) => {
                 let text = read_file(path)?;
-                parse_document(&text, path, &env)?
+                let mut config = parse_document(&text, path, &env)?;
+                config.file = Some(path.to_path_buf());
+                config
             }
             None => Self::default(),
         };
@@ -565,6 +576,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The file this configuration was read from, if any: what a reload watches.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
     /// Things the operator should hear about at start (a default source left out, ...).

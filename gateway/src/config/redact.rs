@@ -12,11 +12,21 @@ pub const REDACTED: &str = "***";
 /// `***`; the value is reachable only through [`Secret::expose`] / [`Secret::as_bytes`], so
 /// every place that handles it in clear is visible in the code.
 ///
-/// No `PartialEq` on purpose: comparing a secret with request input must be constant-time,
-/// which is the caller's job (`subtle`), not a derived `==`.
+/// `==` is constant-time in the contents, so comparing a configured token with request
+/// input through it leaks nothing but the length; it also lets a reload tell whether a
+/// source's secrets changed.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     /// Wraps a value.
@@ -135,6 +145,9 @@ mod tests {
         assert_eq!(json, "\"***\"");
         assert_eq!(secret.expose(), "hush-7f3a9c-distinctive");
         assert_eq!(secret.as_bytes(), b"hush-7f3a9c-distinctive");
+        assert!(secret == Secret::new("hush-7f3a9c-distinctive"));
+        assert!(secret != Secret::new("hush-7f3a9c-distinctivE"));
+        assert!(secret != Secret::new("hush"));
     }
 
     #[test]

@@ -70,6 +70,7 @@ fn no_file_and_no_env_is_the_embedded_mode() -> TestResult {
     assert_eq!(config.bus.duplicate_window(), Duration::from_secs(600));
     assert_eq!(config.bus.retry_max_age(), Duration::from_secs(72 * 3600));
     assert_eq!(config.max_payload_bytes(), 10_485_760);
+    assert_eq!(config.file(), None);
     assert_eq!(config.plugins.dir, PathBuf::from("plugins.d"));
     assert_eq!(config.plugins.timeout(), Duration::from_millis(1000));
     assert_eq!(config.plugins.memory_bytes(), 64 * 1_048_576);
@@ -677,6 +678,19 @@ fn the_annotated_example_parses_and_validates() -> TestResult {
     assert!(!eu.enabled);
     assert_eq!(eu.plugin_name("shopify-eu"), "shopify");
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert_eq!(config.file(), Some(path.as_path()));
+
+    // Loading twice gives equal configurations; a changed secret makes them differ.
+    let again = Config::load(Some(&path), &env_of(&env), &CliOverrides::default())?;
+    assert_eq!(config, again);
+    let mut rotated = env;
+    rotated[2] = ("STRIPE_WEBHOOK_SECRET", "whsec_b");
+    let rotated = Config::load(Some(&path), &env_of(&rotated), &CliOverrides::default())?;
+    assert_ne!(config.sources.get("stripe"), rotated.sources.get("stripe"));
+    assert_eq!(
+        config.sources.get("shopify"),
+        rotated.sources.get("shopify")
+    );
 
     // Without its variables the example fails on the first unset one, naming it.
     let err = Config::load(Some(&path), &env_of(&[]), &CliOverrides::default())
