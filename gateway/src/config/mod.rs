@@ -13,6 +13,8 @@
 //!   the operator learns what is missing, not just which variable. Any other unset
 //!   variable is an error naming the key and the variable.
 //! - A source with `enabled = false` may have no secret: it is not served.
+//! - An empty `admin_token` in the file (`"${ADMIN_TOKEN:-}"`) means no token, with a
+//!   warning: the admin API stays closed.
 //! - Relative paths (SQLite file, events file, plugin and cache dirs) are relative to the
 //!   working directory, not to the config file, as the SPEC says.
 
@@ -512,6 +514,18 @@ impl Config {
                 let text = read_file(path)?;
                 let mut config = parse_document(&text, path, &env)?;
                 config.file = Some(path.to_path_buf());
+                // `"${ADMIN_TOKEN:-}"` is the natural way to write an optional token; empty
+                // then means none, which keeps the admin API closed (fail-closed).
+                if config
+                    .admin_token
+                    .as_ref()
+                    .is_some_and(|t| t.expose().trim().is_empty())
+                {
+                    config.admin_token = None;
+                    config.warnings.push(
+                        "admin_token is empty: the admin API answers 401 to everything".to_owned(),
+                    );
+                }
                 config
             }
             None => Self::default(),
@@ -538,7 +552,8 @@ impl Config {
             self.max_payload_size_mb = mb;
         }
         if let Some(token) = env.get("ADMIN_TOKEN") {
-            self.admin_token = Some(Secret::new(token));
+            // Trimmed: a token read with `$(cat file)` keeps a newline no header can carry.
+            self.admin_token = Some(Secret::new(token.trim()));
         }
         if let Some(value) = env.get("LOG_FORMAT") {
             self.log_format = LogFormat::parse(&value).ok_or_else(|| ConfigError::Env {

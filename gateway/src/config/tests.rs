@@ -505,7 +505,6 @@ fn bad_urls_are_refused_with_their_key_and_without_password() {
 fn every_broken_rule_is_reported_at_once() {
     let text = r#"
 max_payload_size_mb = 0
-admin_token = ""
 [http]
 header_read_timeout_ms = 0
 max_concurrency = 0
@@ -534,7 +533,6 @@ dedupe_ttl_hours = 0
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     for key in [
         "max_payload_size_mb",
-        "admin_token",
         "http.header_read_timeout_ms",
         "http.max_concurrency",
         "storage.schema",
@@ -750,4 +748,34 @@ fn shape_errors_at_secret_keys_do_not_quote_the_value() {
         message.contains("bus.stream: invalid type: integer `7`"),
         "{message}"
     );
+}
+
+#[test]
+fn an_empty_admin_token_closes_the_admin_api() -> TestResult {
+    let config = load_text(
+        "admin_token = \"${ADMIN_TOKEN:-}\"\n",
+        &[
+            ("SHOPIFY_WEBHOOK_SECRET", "s"),
+            ("STRIPE_WEBHOOK_SECRET", "t"),
+        ],
+        &CliOverrides::default(),
+    )?;
+    assert!(config.admin_token.is_none());
+    assert_eq!(
+        config.warnings(),
+        ["admin_token is empty: the admin API answers 401 to everything"]
+    );
+    let config = load_text("", &[("ADMIN_TOKEN", " tok-1\n")], &CliOverrides::default())?;
+    assert_eq!(
+        config.admin_token.as_ref().map(Secret::expose),
+        Some("tok-1")
+    );
+    // A hand-built config with an empty token is still refused.
+    let mut config = Config::default();
+    config.admin_token = Some(Secret::new(" "));
+    let Err(ConfigError::Invalid(problems)) = config.validate() else {
+        panic!("empty admin token accepted");
+    };
+    assert_eq!(problems[0].key, "admin_token");
+    Ok(())
 }
