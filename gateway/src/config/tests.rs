@@ -771,8 +771,10 @@ fn an_empty_admin_token_closes_the_admin_api() -> TestResult {
         Some("tok-1")
     );
     // A hand-built config with an empty token is still refused.
-    let mut config = Config::default();
-    config.admin_token = Some(Secret::new(" "));
+    let config = Config {
+        admin_token: Some(Secret::new(" ")),
+        ..Config::default()
+    };
     let Err(ConfigError::Invalid(problems)) = config.validate() else {
         panic!("empty admin token accepted");
     };
