@@ -1,1 +1,0 @@
-//! Configuration: the TOML file, environment overrides, defaults and validation.
