@@ -39,18 +39,18 @@ impl Gateway {
     /// Connects everything the configuration names and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let store = store::connect(&config.storage.url, &config.storage.schema)
+        let store = store::connect(config.storage.url.expose(), &config.storage.schema)
             .await
             .context("storage")?;
         store.migrate().await.context("storage migrations")?;
-        let dedupe = dedupe::connect(&config.dedupe.url).await.context("dedupe")?;
+        let dedupe = dedupe::connect(config.dedupe.url.expose()).await.context("dedupe")?;
         let sink = publish::connect(
-            &config.bus.url,
+            config.bus.url.expose(),
             &BusOptions {
                 stream: config.bus.stream.clone(),
                 subject_prefix: config.bus.subject_prefix.clone(),
                 create_stream: config.bus.create_stream,
-                duplicate_window: Duration::from_secs(config.bus.duplicate_window_seconds),
+                duplicate_window: config.bus.duplicate_window(),
             },
         )
         .await
@@ -76,7 +76,7 @@ impl Gateway {
             sink.clone(),
             metrics.clone(),
             RelayConfig {
-                retry_max_age: Duration::from_secs(config.bus.retry_max_age_hours * 3600),
+                retry_max_age: config.bus.retry_max_age(),
                 ..RelayConfig::default()
             },
             shutdown_rx.clone(),
@@ -91,10 +91,10 @@ impl Gateway {
             config.bus.subject_prefix.clone(),
         ));
         let limits = HttpLimits {
-            max_body_bytes: config.max_payload_bytes(),
-            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
-            body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
-            max_concurrency: config.http.max_concurrency,
+            max_body_bytes: usize::try_from(config.max_payload_bytes()).unwrap_or(usize::MAX),
+            header_read_timeout: config.http.header_read_timeout(),
+            body_read_timeout: config.http.body_read_timeout(),
+            max_concurrency: usize::try_from(config.http.max_concurrency).unwrap_or(usize::MAX),
         };
         let state = Arc::new(State {
             pipeline,
@@ -128,20 +128,16 @@ impl Gateway {
 /// Binds each enabled source to its plugin, secrets and settings.
 fn bind_sources(config: &Config, plugins: &PluginRegistry) -> anyhow::Result<SourceTable> {
     let mut table = HashMap::new();
-    for (name, source) in &config.sources {
-        if !source.enabled {
-            tracing::info!(source = %name, "source disabled by configuration");
-            continue;
-        }
-        let plugin_name = source.plugin.as_deref().unwrap_or(name);
+    for (name, source) in config.enabled_sources() {
+        let plugin_name = source.plugin_name(name);
         let plugin = plugins
             .get(plugin_name)
             .with_context(|| format!("sources.{name}.plugin: no plugin named \"{plugin_name}\" is loaded"))?;
         let retry_window = plugin.metadata().retry_window_hours;
         table.insert(
-            name.clone(),
+            name.to_owned(),
             Arc::new(SourceRuntime {
-                name: name.clone(),
+                name: name.to_owned(),
                 secrets: source.secrets.iter().map(|s| s.expose().as_bytes().to_vec()).collect(),
                 settings: source.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 dedupe_ttl: config.dedupe_ttl_for(name, retry_window),

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use hookgate::app::Gateway;
 use hookgate::client::HttpClient;
-use hookgate::config::{CliOverrides, Config};
+use hookgate::config::{CliOverrides, Config, LogFormat};
 use hookgate::{plugin, sample, store};
 
 #[derive(Parser)]
@@ -27,7 +27,7 @@ enum Command {
         config: Option<PathBuf>,
         /// Listen address, overriding LISTEN_ADDR and the file.
         #[arg(long)]
-        listen: Option<String>,
+        listen: Option<std::net::SocketAddr>,
     },
     /// Create or upgrade the storage tables, then exit.
     Migrate {
@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<Config> {
+fn load_config(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
     let config = Config::load_from_process_env(path.as_deref(), &CliOverrides { listen })?;
     Ok(config)
 }
@@ -113,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, listen } => {
             let config = load_config(config, listen)?;
-            init_logging(config.log_json());
+            init_logging(config.log_format == LogFormat::Json);
             for warning in config.warnings() {
                 tracing::warn!("{warning}");
             }
@@ -125,7 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate { config } => {
             let config = load_config(config, None)?;
-            let store = store::connect(&config.storage.url, &config.storage.schema).await?;
+            let store = store::connect(config.storage.url.expose(), &config.storage.schema).await?;
             store.migrate().await?;
             println!("storage is up to date ({})", store.kind());
             Ok(ExitCode::SUCCESS)
