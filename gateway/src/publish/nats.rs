@@ -106,19 +106,19 @@ impl NatsSink {
             timeout,
         };
 
-        if options.create_stream {
-            let up = tokio::time::timeout(INITIAL_CONNECT_WAIT, connected_rx.wait_for(|c| *c))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            if up {
-                match sink.ensure_stream().await {
-                    Ok(()) => {}
-                    Err(e @ PublishError::Rejected(_)) => return Err(e),
-                    // NATS went away again: the first publish that finds it up retries.
-                    Err(e) => tracing::warn!(error = %e, "stream not created yet"),
-                }
-            } else {
-                tracing::warn!("nats unreachable at start; stream created on first publish");
+        // Give a reachable server the chance to be ready for the first publish, without
+        // delaying start-up by more than a second when it is down.
+        let up = tokio::time::timeout(INITIAL_CONNECT_WAIT, connected_rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !up {
+            tracing::warn!("nats unreachable at start; publishing waits for it");
+        } else if options.create_stream {
+            match sink.ensure_stream().await {
+                Ok(()) => {}
+                Err(e @ PublishError::Rejected(_)) => return Err(e),
+                // NATS went away again: the first publish that finds it up retries.
+                Err(e) => tracing::warn!(error = %e, "stream not created yet"),
             }
         }
         Ok(sink)
