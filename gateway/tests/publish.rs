@@ -414,3 +414,85 @@ async fn creates_the_stream_on_first_publish_once_nats_is_up_and_recovers_after_
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_existing_stream_is_amended_not_replaced() {
+    with_stream(true, |env| async move {
+        // An operator created the stream with their own limits and another window.
+        let max_age = Duration::from_secs(7 * 24 * 3600);
+        env.js
+            .create_stream(jetstream::stream::Config {
+                name: env.options.stream.clone(),
+                subjects: vec![format!("{}.legacy.>", env.options.subject_prefix)],
+                duplicate_window: Duration::from_secs(30),
+                max_age,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .expect("operator stream");
+
+        let sink = NatsSink::connect(&nats_url(), &env.options)
+            .await
+            .expect("connect");
+        let mut s = env
+            .js
+            .get_stream(&env.options.stream)
+            .await
+            .expect("stream");
+        let info = s.info().await.expect("info");
+        assert_eq!(info.config.max_age, max_age, "operator limit was reset");
+        assert_eq!(info.config.duplicate_window, env.options.duplicate_window);
+        // The old subject is under the new prefix-wide one, which replaces it (JetStream
+        // refuses overlapping subjects in one stream).
+        assert_eq!(
+            info.config.subjects,
+            vec![format!("{}.>", env.options.subject_prefix)]
+        );
+
+        let results = sink
+            .publish_batch(&events(&env.options.subject_prefix, 2))
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_config_the_server_refuses_stops_connect() {
+    with_stream(true, |env| async move {
+        // Another stream already owns the subjects: JetStream refuses the overlap.
+        let other = format!("{}_OTHER", env.options.stream);
+        env.js
+            .create_stream(jetstream::stream::Config {
+                name: other.clone(),
+                subjects: vec![format!("{}.>", env.options.subject_prefix)],
+                ..Default::default()
+            })
+            .await
+            .expect("other stream");
+        let result = NatsSink::connect(&nats_url(), &env.options).await;
+        let _ = env.js.delete_stream(&other).await;
+        let err = result.err().expect("connect must fail");
+        assert!(matches!(err, PublishError::Rejected(_)), "{err:?}");
+        assert!(err.to_string().contains(&env.options.stream), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_subject_is_rejected() {
+    with_stream(true, |env| async move {
+        let sink = NatsSink::connect(&nats_url(), &env.options)
+            .await
+            .expect("connect");
+        let mut batch = events(&env.options.subject_prefix, 1);
+        batch[0].subject = format!("{}..bad", env.options.subject_prefix);
+        let results = sink.publish_batch(&batch).await;
+        assert!(
+            matches!(results[0], Err(PublishError::Rejected(_))),
+            "{results:?}"
+        );
+    })
+    .await;
+}

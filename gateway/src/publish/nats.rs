@@ -134,37 +134,101 @@ impl NatsSink {
         }
     }
 
-    /// Creates or updates the stream once; later calls are free.
+    /// Creates the stream, or brings an existing one to what hookgate needs (its subjects
+    /// include `<prefix>.>`, the configured duplicate window), once; later calls are free.
+    ///
+    /// An existing stream is amended rather than replaced, so the limits an operator set
+    /// on it (max age, replicas, ...) survive a gateway start.
     async fn ensure_stream(&self) -> Result<(), PublishError> {
         if self.stream_ready.load(Ordering::Acquire) {
             return Ok(());
         }
-        let config = self.stream_config();
-        match self.jetstream.create_or_update_stream(config).await {
-            Ok(_) => {
-                // Concurrent first publishes may both get here; the call is idempotent.
-                self.stream_ready.store(true, Ordering::Release);
-                tracing::info!(stream = %self.options.stream, "jetstream stream ready");
-                Ok(())
-            }
-            Err(e) => {
-                use async_nats::jetstream::context::CreateStreamErrorKind as K;
-                let msg = format!("cannot create stream {}: {e}", self.options.stream);
-                Err(match e.kind() {
-                    K::JetStream(_) | K::EmptyStreamName | K::InvalidStreamName => {
-                        PublishError::Rejected(msg)
+        let name = &self.options.stream;
+        let wanted_subject = format!("{}.>", self.options.subject_prefix);
+        // Two rounds: another gateway instance may create the stream between our lookup
+        // and our create.
+        for _ in 0..2 {
+            match self.jetstream.get_stream(name).await {
+                Ok(existing) => {
+                    let mut config = existing.cached_info().config.clone();
+                    let mut changed = false;
+                    if !config.subjects.iter().any(|s| covers(s, &wanted_subject)) {
+                        // JetStream refuses overlapping subjects within a stream, and the
+                        // ones under our prefix are covered by `<prefix>.>` anyway.
+                        config.subjects.retain(|s| !covers(&wanted_subject, s));
+                        config.subjects.push(wanted_subject.clone());
+                        changed = true;
                     }
-                    _ => PublishError::Unavailable(msg),
-                })
+                    if config.duplicate_window != self.options.duplicate_window {
+                        config.duplicate_window = self.options.duplicate_window;
+                        changed = true;
+                    }
+                    if config.storage != stream::StorageType::File {
+                        // Storage cannot be changed in place; say so rather than fail.
+                        tracing::warn!(stream = %name, storage = ?config.storage,
+                            "existing stream does not use file storage; left as is");
+                    }
+                    if changed {
+                        self.jetstream
+                            .update_stream(&config)
+                            .await
+                            .map_err(|e| stream_error("update", name, &e))?;
+                    }
+                    {
+                        self.mark_stream_ready();
+                        return Ok(());
+                    }
+                }
+                Err(e) if is_stream_not_found(&e) => {
+                    match self.jetstream.create_stream(self.stream_config()).await {
+                        Ok(_) => return Ok(self.mark_stream_ready()),
+                        Err(e)
+                            if is_jetstream_code(&e, jetstream::ErrorCode::STREAM_NAME_EXIST) =>
+                        {
+                            continue;
+                        }
+                        Err(e) => return Err(stream_error("create", name, &e)),
+                    }
+                }
+                Err(e) => {
+                    use async_nats::jetstream::context::GetStreamErrorKind as K;
+                    let msg = format!("cannot look up stream {name}: {e}");
+                    return Err(match e.kind() {
+                        K::Request => PublishError::Unavailable(msg),
+                        _ => PublishError::Rejected(msg),
+                    });
+                }
             }
         }
+        Err(PublishError::Unavailable(format!(
+            "stream {name} kept changing while being created; will retry"
+        )))
     }
 
-    async fn publish_chunk(&self, events: &[Outgoing]) -> Vec<Result<(), PublishError>> {
+    fn mark_stream_ready(&self) {
+        // Concurrent first publishes may both get here; the work above is idempotent.
+        self.stream_ready.store(true, Ordering::Release);
+        tracing::info!(stream = %self.options.stream, "jetstream stream ready");
+    }
+
+    /// Publishes one chunk. `stalled` is set once a send times out: the connection is
+    /// not draining, so the rest of the batch fails at once instead of each event
+    /// waiting out its own timeout.
+    async fn publish_chunk(
+        &self,
+        events: &[Outgoing],
+        stalled: &mut bool,
+    ) -> Vec<Result<(), PublishError>> {
         // Send every message first, then wait for the acks together: one round trip per
         // chunk instead of one per event.
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
+            if *stalled {
+                pending.push(Err(PublishError::Unavailable(
+                    "not sent: an earlier publish of this batch timed out".into(),
+                )));
+                continue;
+            }
             let message = PublishMessage::build()
                 .payload(event.envelope.clone())
                 .message_id(&event.id);
@@ -176,7 +240,10 @@ impl NatsSink {
             pending.push(match sent {
                 Ok(Ok(ack)) => Ok(ack),
                 Ok(Err(e)) => Err(classify(&e)),
-                Err(_) => Err(PublishError::Unavailable("timed out sending".into())),
+                Err(_) => {
+                    *stalled = true;
+                    Err(PublishError::Unavailable("timed out sending".into()))
+                }
             });
         }
         join_all(pending.into_iter().map(|p| async move {
@@ -187,6 +254,52 @@ impl NatsSink {
             }
         }))
         .await
+    }
+}
+
+/// Whether every subject matched by `pattern` is also matched by `wider`, token by token
+/// (`*` one token, `>` one or more trailing tokens).
+fn covers(wider: &str, pattern: &str) -> bool {
+    let mut w = wider.split('.');
+    let mut p = pattern.split('.');
+    loop {
+        match (w.next(), p.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+fn is_jetstream_code(
+    err: &jetstream::context::CreateStreamError,
+    code: jetstream::ErrorCode,
+) -> bool {
+    matches!(err.kind(), jetstream::context::CreateStreamErrorKind::JetStream(e)
+        if e.error_code() == code)
+}
+
+/// A stream configuration the server refuses is an operator's problem (`Rejected`);
+/// anything else is the server being unreachable or slow (`Unavailable`).
+fn stream_error(
+    action: &str,
+    name: &str,
+    err: &jetstream::context::CreateStreamError,
+) -> PublishError {
+    use async_nats::jetstream::context::CreateStreamErrorKind as K;
+    let msg = format!("cannot {action} stream {name}: {err}");
+    match err.kind() {
+        K::JetStream(_) | K::EmptyStreamName | K::InvalidStreamName | K::DomainAndExternalSet => {
+            PublishError::Rejected(msg)
+        }
+        _ => PublishError::Unavailable(msg),
     }
 }
 
@@ -202,12 +315,15 @@ fn classify(err: &jetstream::context::PublishError) -> PublishError {
         | PublishErrorKind::WrongLastMessageId
         | PublishErrorKind::WrongLastSequence
         | PublishErrorKind::MaxPayloadExceeded => PublishError::Rejected(msg),
-        // `Other` covers both an error reply from JetStream and local failures (the client
-        // shut down, an unreadable reply): only the former is a refusal.
+        // `Other` covers an error reply from JetStream and an invalid subject, which are
+        // refusals, and local failures (the client shut down, an unreadable reply).
         _ => {
-            let from_jetstream = std::error::Error::source(err)
-                .is_some_and(|s| s.downcast_ref::<jetstream::Error>().is_some());
-            if from_jetstream {
+            let refused = std::error::Error::source(err).is_some_and(|s| {
+                s.downcast_ref::<jetstream::Error>().is_some()
+                    || s.downcast_ref::<async_nats::subject::SubjectError>()
+                        .is_some()
+            });
+            if refused {
                 PublishError::Rejected(msg)
             } else {
                 PublishError::Unavailable(msg)
@@ -239,8 +355,9 @@ impl EventSink for NatsSink {
             return all_unavailable(e.to_string());
         }
         let mut results = Vec::with_capacity(events.len());
+        let mut stalled = false;
         for chunk in events.chunks(PIPELINE_CHUNK) {
-            results.extend(self.publish_chunk(chunk).await);
+            results.extend(self.publish_chunk(chunk, &mut stalled).await);
         }
         results
     }
@@ -256,5 +373,25 @@ impl EventSink for NatsSink {
 
     fn kind(&self) -> &'static str {
         "nats"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn covers_follows_nats_wildcards() {
+        assert!(covers("webhooks.>", "webhooks.>"));
+        assert!(covers(">", "webhooks.>"));
+        assert!(covers("webhooks.>", "webhooks.legacy.>"));
+        assert!(covers("webhooks.>", "webhooks.shopify.order"));
+        assert!(covers("*.>", "webhooks.>"));
+        assert!(covers("webhooks.*", "webhooks.shopify"));
+        assert!(!covers("webhooks.*", "webhooks.>"));
+        assert!(!covers("webhooks.legacy.>", "webhooks.>"));
+        assert!(!covers("webhooks.>", "webhooks"));
+        assert!(!covers("other.>", "webhooks.>"));
+        assert!(!covers("webhooks", "webhooks.a"));
     }
 }
