@@ -181,7 +181,10 @@ impl NatsSink {
                 }
                 Err(e) if is_stream_not_found(&e) => {
                     match self.jetstream.create_stream(self.stream_config()).await {
-                        Ok(_) => return Ok(self.mark_stream_ready()),
+                        Ok(_) => {
+                            self.mark_stream_ready();
+                            return Ok(());
+                        }
                         Err(e)
                             if is_jetstream_code(&e, jetstream::ErrorCode::STREAM_NAME_EXIST) =>
                         {
