@@ -496,3 +496,36 @@ async fn an_invalid_subject_is_rejected() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_stream_deleted_at_runtime_is_recreated() {
+    with_stream(true, |env| async move {
+        let sink = NatsSink::connect(&nats_url(), &env.options)
+            .await
+            .expect("connect");
+        let first = sink
+            .publish_batch(&events(&env.options.subject_prefix, 1))
+            .await;
+        assert!(first[0].is_ok(), "{first:?}");
+        env.js
+            .delete_stream(&env.options.stream)
+            .await
+            .expect("delete");
+
+        // The publish that finds it missing is retryable, not a refusal of the event...
+        let missing = sink
+            .publish_batch(&events(&env.options.subject_prefix, 1))
+            .await;
+        assert!(
+            matches!(missing[0], Err(PublishError::Unavailable(_))),
+            "{missing:?}"
+        );
+        // ...and the next one recreates the stream and gets through.
+        let again = sink
+            .publish_batch(&events(&env.options.subject_prefix, 2))
+            .await;
+        assert!(again.iter().all(Result::is_ok), "{again:?}");
+        assert_eq!(stream_messages(&env.js, &env.options.stream).await, 2);
+    })
+    .await;
+}

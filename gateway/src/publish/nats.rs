@@ -54,16 +54,9 @@ impl NatsSink {
         options: &BusOptions,
         timeout: Duration,
     ) -> Result<Self, PublishError> {
-        if options.subject_prefix.is_empty()
-            || options.subject_prefix.contains([' ', '*', '>'])
-            || options.subject_prefix.starts_with('.')
-            || options.subject_prefix.ends_with('.')
-        {
-            return Err(PublishError::BadUrl(format!(
-                "invalid subject prefix {:?}",
-                options.subject_prefix
-            )));
-        }
+        // The same rules the relay's subjects are built with.
+        super::envelope::subject(&options.subject_prefix, "source", "type")
+            .map_err(|e| PublishError::BadUrl(format!("bus subject prefix: {e}")))?;
         let (connected_tx, mut connected_rx) = watch::channel(false);
         let connected_tx = Arc::new(connected_tx);
         let client = async_nats::ConnectOptions::new()
@@ -249,14 +242,41 @@ impl NatsSink {
                 }
             });
         }
-        join_all(pending.into_iter().map(|p| async move {
-            match p {
-                // A duplicate ack means JetStream already holds this id: that is success.
-                Ok(ack) => ack.await.map(|_ack| ()).map_err(|e| classify(&e)),
-                Err(e) => Err(e),
-            }
-        }))
+        join_all(
+            pending
+                .into_iter()
+                .zip(events)
+                .map(|(p, event)| async move {
+                    match p {
+                        // A duplicate ack means JetStream already holds this id: success.
+                        Ok(ack) => ack
+                            .await
+                            .map(|_ack| ())
+                            .map_err(|e| self.ack_error(&e, event)),
+                        Err(e) => Err(e),
+                    }
+                }),
+        )
         .await
+    }
+
+    /// Maps a failed ack. Our own stream missing (deleted while the gateway runs) is not
+    /// a refusal of the event: the next publish recreates the stream, so it is retryable.
+    fn ack_error(&self, err: &jetstream::context::PublishError, event: &Outgoing) -> PublishError {
+        if err.kind() == PublishErrorKind::StreamNotFound
+            && self.options.create_stream
+            && covers(
+                &format!("{}.>", self.options.subject_prefix),
+                &event.subject,
+            )
+        {
+            self.stream_ready.store(false, Ordering::Release);
+            return PublishError::Unavailable(format!(
+                "stream {} is missing; it is recreated on the next publish",
+                self.options.stream
+            ));
+        }
+        classify(err)
     }
 }
 
@@ -267,6 +287,8 @@ fn covers(wider: &str, pattern: &str) -> bool {
     let mut p = pattern.split('.');
     loop {
         match (w.next(), p.next()) {
+            // An empty token is no valid subject at all, so nothing covers it.
+            (_, Some("")) | (Some(""), _) => return false,
             (Some(">"), Some(_)) => return true,
             (Some("*"), Some(t)) if t != ">" => {}
             (Some(a), Some(b)) if a == b => {}
@@ -396,5 +418,7 @@ mod tests {
         assert!(!covers("webhooks.>", "webhooks"));
         assert!(!covers("other.>", "webhooks.>"));
         assert!(!covers("webhooks", "webhooks.a"));
+        assert!(!covers("webhooks.>", "webhooks..x"));
+        assert!(!covers("webhooks.>", "webhooks."));
     }
 }
