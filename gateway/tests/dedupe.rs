@@ -349,3 +349,32 @@ async fn recovers_by_itself_when_redis_returns() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn dropping_the_backend_closes_its_connection() {
+    require_redis().await;
+    let relay = Relay::start("127.0.0.1:0".parse().expect("addr"), redis_addr()).await;
+    let d = RedisDedupe::connect(&format!("redis://{}", relay.addr))
+        .await
+        .expect("connect");
+    d.ping().await.expect("ping");
+    let open = || {
+        relay
+            .conns
+            .lock()
+            .map(|c| c.iter().filter(|h| !h.is_finished()).count())
+            .unwrap_or(0)
+    };
+    assert!(open() >= 1, "no relayed connection while in use");
+    drop(d);
+    let mut closed = false;
+    for _ in 0..50 {
+        if open() == 0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "connection still open 2.5 s after drop");
+    relay.stop().await;
+}

@@ -306,6 +306,7 @@ async fn bad_urls_and_prefixes_are_refused() {
 /// A TCP relay in front of NATS that the test can take down and bring back on the same
 /// port, to stand for NATS going away and returning.
 struct Relay {
+    addr: SocketAddr,
     accept: JoinHandle<()>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -316,6 +317,7 @@ impl Relay {
         socket.set_reuseaddr(true).expect("reuseaddr");
         socket.bind(bind).expect("bind relay");
         let listener = socket.listen(64).expect("listen");
+        let addr = listener.local_addr().expect("addr");
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let tracked = conns.clone();
         let accept = tokio::spawn(async move {
@@ -330,7 +332,11 @@ impl Relay {
                 }
             }
         });
-        Relay { accept, conns }
+        Relay {
+            addr,
+            accept,
+            conns,
+        }
     }
 
     /// Closes the listener and every relayed connection.
@@ -528,4 +534,39 @@ async fn a_stream_deleted_at_runtime_is_recreated() {
         assert_eq!(stream_messages(&env.js, &env.options.stream).await, 2);
     })
     .await;
+}
+
+#[tokio::test]
+async fn dropping_the_sink_closes_its_connection() {
+    let _ = admin().await;
+    let relay = Relay::start("127.0.0.1:0".parse().expect("addr"), nats_addr()).await;
+    let options = BusOptions {
+        stream: format!("HGTEST_{}", Uuid::new_v4().simple()),
+        subject_prefix: "hgtest.drop".into(),
+        create_stream: false,
+        duplicate_window: Duration::from_secs(120),
+    };
+    let sink = NatsSink::connect(&format!("nats://{}", relay.addr), &options)
+        .await
+        .expect("connect");
+    sink.ping().await.expect("connected");
+    let open = || {
+        relay
+            .conns
+            .lock()
+            .map(|c| c.iter().filter(|h| !h.is_finished()).count())
+            .unwrap_or(0)
+    };
+    assert!(open() >= 1, "no relayed connection while in use");
+    drop(sink);
+    let mut closed = false;
+    for _ in 0..50 {
+        if open() == 0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "connection still open 2.5 s after drop");
+    relay.stop().await;
 }

@@ -24,6 +24,15 @@ pub struct RedisDedupe {
     client: Client,
     /// Applied to every command: fail fast when disconnected, bounded wait otherwise.
     options: Options,
+    /// The connection task; aborted on drop so a replaced backend (config reload) stops
+    /// reconnecting to its Redis.
+    task: fred::types::ConnectHandle,
+}
+
+impl Drop for RedisDedupe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl RedisDedupe {
@@ -53,8 +62,7 @@ impl RedisDedupe {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build()
             .map_err(|e| DedupeError::BadUrl(e.to_string()))?;
-        // The connection task runs for the life of the client; its handle is not needed.
-        let _task = client.connect();
+        let task = client.connect();
         // Give a reachable Redis the chance to be ready for the first request, without
         // delaying start-up by more than one command timeout when it is not.
         let _ = tokio::time::timeout(command_timeout, client.wait_for_connect()).await;
@@ -65,7 +73,11 @@ impl RedisDedupe {
             max_attempts: Some(1),
             ..Options::default()
         };
-        Ok(Self { client, options })
+        Ok(Self {
+            client,
+            options,
+            task,
+        })
     }
 }
 

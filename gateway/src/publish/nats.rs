@@ -167,10 +167,8 @@ impl NatsSink {
                             .await
                             .map_err(|e| stream_error("update", name, &e))?;
                     }
-                    {
-                        self.mark_stream_ready();
-                        return Ok(());
-                    }
+                    self.mark_stream_ready();
+                    return Ok(());
                 }
                 Err(e) if is_stream_not_found(&e) => {
                     match self.jetstream.create_stream(self.stream_config()).await {
