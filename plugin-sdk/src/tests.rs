@@ -84,7 +84,7 @@ fn hmac_verify_reports_the_secret_that_matched() {
             &[handles[0], handles[2]],
             HashAlgorithm::Sha256,
             msg,
-            &[by_new.clone()]
+            std::slice::from_ref(&by_new)
         ),
         None
     );
@@ -98,12 +98,17 @@ fn hmac_verify_reports_the_secret_that_matched() {
             &handles,
             HashAlgorithm::Sha256,
             b"payload2",
-            &[by_new.clone()]
+            std::slice::from_ref(&by_new)
         ),
         None
     );
     assert_eq!(
-        hmac_verify(&handles, HashAlgorithm::Sha512, msg, &[by_new.clone()]),
+        hmac_verify(
+            &handles,
+            HashAlgorithm::Sha512,
+            msg,
+            std::slice::from_ref(&by_new)
+        ),
         None
     );
     assert_eq!(
