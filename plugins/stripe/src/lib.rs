@@ -48,13 +48,12 @@ fn parse_signature(header: &str) -> Result<SignatureHeader<'_>, VerifyError> {
             continue;
         };
         match key.trim() {
-            "t" => {
-                if timestamp_text.replace(value.trim()).is_some() {
-                    return Err(VerifyError::MalformedSignature(
-                        "Stripe-Signature has more than one timestamp".into(),
-                    ));
-                }
+            "t" if timestamp_text.is_some() => {
+                return Err(VerifyError::MalformedSignature(
+                    "Stripe-Signature has more than one timestamp".into(),
+                ));
             }
+            "t" => timestamp_text = Some(value.trim()),
             "v1" => {
                 v1_seen = true;
                 match hookgate_plugin_sdk::hex_decode(value.trim()) {

@@ -275,7 +275,7 @@ fn garbage_headers_are_refused_without_panicking() {
     let t = NOW.to_string();
     let good = v1(&host, 0, &t, BODY);
     let malformed = [
-        format!("{good}"),
+        good.clone(),
         format!("t=,{good}"),
         format!("t=abc,{good}"),
         format!("t=-5,{good}"),
