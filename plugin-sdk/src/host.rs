@@ -1,5 +1,5 @@
 //! Safe wrappers over the host imports. In a WASM guest they call the gateway; on any
-//! other target they run the native test host ([`crate::testing::TestHost`]) so plugin
+//! other target they run the native test host (`TestHost`) so plugin
 //! logic is unit-tested with plain `cargo test`.
 
 use crate::types::{HashAlgorithm, LogLevel, SecretHandle};

@@ -5,10 +5,10 @@
 //! how its payload becomes domain events ([`map`]). hookgate runs it as a sandboxed
 //! WebAssembly component (`cargo build --target wasm32-wasip2`), one fresh instance per
 //! webhook. Secrets never enter the sandbox: `verify` gets opaque [`SecretHandle`]s and
-//! asks the host to compute or check MACs with them ([`hmac_verify`], [`hmac`]).
+//! asks the host to compute or check MACs with them ([`hmac_verify`], [`hmac()`]).
 //!
 //! On any target other than `wasm32` the host helpers run a native implementation driven
-//! by a [`TestHost`], so a plugin's logic is unit-tested with plain `cargo test`.
+//! by a `TestHost` (native targets only), so a plugin's logic is unit-tested with plain `cargo test`.
 //!
 //! [`verify`]: SourcePlugin::verify
 //! [`map`]: SourcePlugin::map
