@@ -1,0 +1,1 @@
+//! Shared store test suite (filled in below).
