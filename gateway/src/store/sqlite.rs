@@ -94,10 +94,17 @@ async fn create_dir(dir: &Path) -> Result<(), StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        super::migrations::migrator(super::migrations::SQLITE)?
-            .run(&self.pool)
+        let migrator = super::migrations::migrator(super::migrations::SQLITE)?;
+        // sqlx takes no lock on SQLite, so two processes starting on the same file would
+        // both try to apply the same migration. Running the whole migrator inside one
+        // write transaction serializes them (sqlx nests each migration as a savepoint);
+        // the second then finds everything applied.
+        let mut tx = self.begin_write().await?;
+        migrator
+            .run_direct(None, &mut *tx, false)
             .await
-            .map_err(|e| super::common::migrate_error(e, transient_sqlite_code))
+            .map_err(|e| super::common::migrate_error(e, transient_sqlite_code))?;
+        tx.commit().await.map_err(sqlite_error)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
