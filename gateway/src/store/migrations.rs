@@ -26,7 +26,9 @@ pub(crate) const SQLITE: &[(&str, &str)] = &[(
 )];
 
 /// A migrator over embedded files, parsed the way sqlx parses a migrations directory.
-pub(crate) fn migrator(files: &'static [(&'static str, &'static str)]) -> Result<Migrator, StoreError> {
+pub(crate) fn migrator(
+    files: &'static [(&'static str, &'static str)],
+) -> Result<Migrator, StoreError> {
     let mut migrations = Vec::with_capacity(files.len());
     for &(file_name, sql) in files {
         let bad = || StoreError::Internal(format!("bad migration file name {file_name:?}"));
@@ -49,10 +51,18 @@ mod tests {
     use super::*;
 
     fn files_on_disk(dir: &str) -> Vec<String> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations").join(dir);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../migrations")
+            .join(dir);
         let mut names: Vec<String> = std::fs::read_dir(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-            .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .map(|entry| {
+                entry
+                    .expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .filter(|name| name.ends_with(".sql"))
             .collect();
         names.sort();
@@ -63,7 +73,11 @@ mod tests {
     fn every_migration_file_is_embedded() {
         for (dir, embedded) in [("postgres", POSTGRES), ("sqlite", SQLITE)] {
             let listed: Vec<String> = embedded.iter().map(|(name, _)| name.to_string()).collect();
-            assert_eq!(listed, files_on_disk(dir), "migrations/{dir} and the embedded list differ");
+            assert_eq!(
+                listed,
+                files_on_disk(dir),
+                "migrations/{dir} and the embedded list differ"
+            );
         }
     }
 

@@ -301,12 +301,14 @@ impl Store for PgStore {
         source: &str,
         idempotency_key: &str,
     ) -> Result<Option<Uuid>, StoreError> {
-        sqlx::query_scalar("SELECT id FROM webhook_entries WHERE source = $1 AND idempotency_key = $2")
-            .bind(source)
-            .bind(idempotency_key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(pg_error)
+        sqlx::query_scalar(
+            "SELECT id FROM webhook_entries WHERE source = $1 AND idempotency_key = $2",
+        )
+        .bind(source)
+        .bind(idempotency_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)
     }
 
     async fn due_events(
@@ -452,7 +454,9 @@ impl Store for PgStore {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError> {
-        let mut q = QueryBuilder::new(format!("SELECT {ENTRY_COLUMNS} FROM webhook_entries WHERE true"));
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ENTRY_COLUMNS} FROM webhook_entries WHERE true"
+        ));
         if let Some(source) = &filter.source {
             q.push(" AND source = ").push_bind(source.clone());
         }

@@ -190,12 +190,14 @@ impl Store for SqliteStore {
         source: &str,
         idempotency_key: &str,
     ) -> Result<Option<Uuid>, StoreError> {
-        sqlx::query_scalar("SELECT id FROM webhook_entries WHERE source = ? AND idempotency_key = ?")
-            .bind(source)
-            .bind(idempotency_key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sqlite_error)
+        sqlx::query_scalar(
+            "SELECT id FROM webhook_entries WHERE source = ? AND idempotency_key = ?",
+        )
+        .bind(source)
+        .bind(idempotency_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sqlite_error)
     }
 
     async fn due_events(
@@ -222,7 +224,8 @@ impl Store for SqliteStore {
                     entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
                     subject: row.try_get("subject").map_err(sqlite_error)?,
                     envelope: Bytes::from(
-                        row.try_get::<Vec<u8>, _>("envelope").map_err(sqlite_error)?,
+                        row.try_get::<Vec<u8>, _>("envelope")
+                            .map_err(sqlite_error)?,
                     ),
                     attempts: row.try_get("attempts").map_err(sqlite_error)?,
                     created_at: time(row.try_get("created_at").map_err(sqlite_error)?)?,
@@ -376,7 +379,11 @@ impl Store for SqliteStore {
         }
         q.push(" ORDER BY received_at DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.pool).await.map_err(sqlite_error)?;
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
         rows.iter().map(entry_from_row).collect()
     }
 
@@ -460,7 +467,10 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
         seq: row.try_get("seq").map_err(sqlite_error)?,
         subject: row.try_get("subject").map_err(sqlite_error)?,
-        envelope: Bytes::from(row.try_get::<Vec<u8>, _>("envelope").map_err(sqlite_error)?),
+        envelope: Bytes::from(
+            row.try_get::<Vec<u8>, _>("envelope")
+                .map_err(sqlite_error)?,
+        ),
         status: EventStatus::parse(&status)
             .ok_or_else(|| StoreError::Internal(format!("unknown event status {status:?}")))?,
         attempts: row.try_get("attempts").map_err(sqlite_error)?,

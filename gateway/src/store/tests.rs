@@ -56,9 +56,11 @@ where
     })
     .catch_unwind()
     .await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-        .execute(&pool)
-        .await;
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&pool)
+    .await;
     pool.close().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
@@ -105,7 +107,9 @@ suite!(
 // Fixtures
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -175,12 +179,19 @@ fn expected_entry(w: &NewWebhook) -> StoredEntry {
 }
 
 async fn insert_one(store: &Arc<dyn Store>, w: &NewWebhook) {
-    let outcome = store.insert_batch(std::slice::from_ref(w)).await.expect("insert");
+    let outcome = store
+        .insert_batch(std::slice::from_ref(w))
+        .await
+        .expect("insert");
     assert_eq!(outcome, vec![InsertOutcome::Inserted]);
 }
 
 async fn entry(store: &Arc<dyn Store>, id: Uuid) -> (StoredEntry, Vec<StoredEvent>) {
-    store.get_entry(id).await.expect("get_entry").expect("entry exists")
+    store
+        .get_entry(id)
+        .await
+        .expect("get_entry")
+        .expect("entry exists")
 }
 
 async fn due_ids(store: &Arc<dyn Store>, now: DateTime<Utc>) -> Vec<String> {
@@ -207,14 +218,22 @@ async fn migrate_is_idempotent_and_concurrent_safe(store: Arc<dyn Store>) {
     insert_one(&store, &w).await;
     store.migrate().await.expect("migrate with data");
     assert_eq!(
-        store.find_by_key("shopify", "k-migrate").await.expect("find"),
+        store
+            .find_by_key("shopify", "k-migrate")
+            .await
+            .expect("find"),
         Some(w.entry.id),
         "migrating again must keep the data"
     );
 }
 
 async fn round_trip_keeps_body_bytes_and_header_order(store: Arc<dyn Store>) {
-    let mut w = webhook("shopify", "k-round", at(0) + chrono::Duration::microseconds(123_456), 3);
+    let mut w = webhook(
+        "shopify",
+        "k-round",
+        at(0) + chrono::Duration::microseconds(123_456),
+        3,
+    );
     let mut unmapped = webhook("stripe", "evt_unmapped", at(5), 0);
     unmapped.entry.topic = None;
     unmapped.entry.tenant = None;
@@ -225,12 +244,21 @@ async fn round_trip_keeps_body_bytes_and_header_order(store: Arc<dyn Store>) {
         .insert_batch(&[w.clone(), unmapped.clone()])
         .await
         .expect("insert");
-    assert_eq!(outcomes, vec![InsertOutcome::Inserted, InsertOutcome::Inserted]);
+    assert_eq!(
+        outcomes,
+        vec![InsertOutcome::Inserted, InsertOutcome::Inserted]
+    );
 
     let (stored, events) = entry(&store, w.entry.id).await;
     assert_eq!(stored, expected_entry(&w));
-    assert_eq!(&stored.body[..], b"\x00\x01\xff\xfe{\"a\":1}\x80\x81\r\n\x00");
-    assert_eq!(stored.headers[2], ("x-repeated".to_owned(), "second".to_owned()));
+    assert_eq!(
+        &stored.body[..],
+        b"\x00\x01\xff\xfe{\"a\":1}\x80\x81\r\n\x00"
+    );
+    assert_eq!(
+        stored.headers[2],
+        ("x-repeated".to_owned(), "second".to_owned())
+    );
     let expected_events: Vec<StoredEvent> = w
         .events
         .iter()
@@ -257,8 +285,17 @@ async fn round_trip_keeps_body_bytes_and_header_order(store: Arc<dyn Store>) {
         store.find_by_key("shopify", "k-round").await.expect("find"),
         Some(w.entry.id)
     );
-    assert_eq!(store.find_by_key("stripe", "k-round").await.expect("find"), None);
-    assert!(store.get_entry(Uuid::new_v4()).await.expect("get").is_none());
+    assert_eq!(
+        store.find_by_key("stripe", "k-round").await.expect("find"),
+        None
+    );
+    assert!(
+        store
+            .get_entry(Uuid::new_v4())
+            .await
+            .expect("get")
+            .is_none()
+    );
     assert_eq!(store.insert_batch(&[]).await.expect("empty batch"), vec![]);
 }
 
@@ -276,18 +313,33 @@ async fn duplicate_across_batches_writes_nothing(store: Arc<dyn Store>) {
     assert_eq!(
         outcomes,
         vec![
-            InsertOutcome::Duplicate { existing_id: first.entry.id },
+            InsertOutcome::Duplicate {
+                existing_id: first.entry.id
+            },
             InsertOutcome::Inserted,
             InsertOutcome::Inserted,
         ]
     );
-    assert!(store.get_entry(again.entry.id).await.expect("get").is_none());
+    assert!(
+        store
+            .get_entry(again.entry.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
     let (stored, events) = entry(&store, first.entry.id).await;
-    assert_eq!(stored.received_at, first.entry.received_at, "the first copy is kept");
+    assert_eq!(
+        stored.received_at, first.entry.received_at,
+        "the first copy is kept"
+    );
     assert_eq!(events.len(), 2);
     let due = due_ids(&store, at(100)).await;
     for e in &again.events {
-        assert!(!due.contains(&e.id), "a duplicate's event {} was written", e.id);
+        assert!(
+            !due.contains(&e.id),
+            "a duplicate's event {} was written",
+            e.id
+        );
     }
     assert_eq!(due.len(), 2 + 1 + 1);
     assert_eq!(store.outbox_stats().await.expect("stats").pending, 4);
@@ -304,18 +356,33 @@ async fn duplicate_within_batch_first_wins(store: Arc<dyn Store>) {
     let old3 = webhook("shopify", "k-old", at(1), 1);
     let x3 = webhook("shopify", "k-x", at(1), 1);
     let outcomes = store
-        .insert_batch(&[x.clone(), x2.clone(), y.clone(), old2.clone(), old3.clone(), x3.clone()])
+        .insert_batch(&[
+            x.clone(),
+            x2.clone(),
+            y.clone(),
+            old2.clone(),
+            old3.clone(),
+            x3.clone(),
+        ])
         .await
         .expect("insert");
     assert_eq!(
         outcomes,
         vec![
             InsertOutcome::Inserted,
-            InsertOutcome::Duplicate { existing_id: x.entry.id },
+            InsertOutcome::Duplicate {
+                existing_id: x.entry.id
+            },
             InsertOutcome::Inserted,
-            InsertOutcome::Duplicate { existing_id: stored.entry.id },
-            InsertOutcome::Duplicate { existing_id: stored.entry.id },
-            InsertOutcome::Duplicate { existing_id: x.entry.id },
+            InsertOutcome::Duplicate {
+                existing_id: stored.entry.id
+            },
+            InsertOutcome::Duplicate {
+                existing_id: stored.entry.id
+            },
+            InsertOutcome::Duplicate {
+                existing_id: x.entry.id
+            },
         ]
     );
     for dup in [&x2, &old2, &old3, &x3] {
@@ -340,12 +407,21 @@ async fn outbox_transitions_and_stats(store: Arc<dyn Store>) {
         .await
         .expect("insert");
     let (a0, a1, b0) = (&a.events[0].id, &a.events[1].id, &b.events[0].id);
-    assert_eq!(store.outbox_stats().await.expect("stats"), OutboxStats { pending: 3, dead: 0 });
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 3,
+            dead: 0
+        }
+    );
 
     // Due from the moment they were received, oldest first, limited.
     assert!(due_ids(&store, at(-1)).await.is_empty());
     assert_eq!(due_ids(&store, at(0)).await, vec![a0.clone(), a1.clone()]);
-    assert_eq!(due_ids(&store, at(1)).await, vec![a0.clone(), a1.clone(), b0.clone()]);
+    assert_eq!(
+        due_ids(&store, at(1)).await,
+        vec![a0.clone(), a1.clone(), b0.clone()]
+    );
     let limited = store.due_events(at(5), 2).await.expect("due");
     assert_eq!(limited.len(), 2);
     assert_eq!(
@@ -361,7 +437,10 @@ async fn outbox_transitions_and_stats(store: Arc<dyn Store>) {
     );
 
     // One of two events published: the entry stays accepted.
-    store.mark_published(std::slice::from_ref(a0), at(10)).await.expect("publish");
+    store
+        .mark_published(std::slice::from_ref(a0), at(10))
+        .await
+        .expect("publish");
     let (entry_a, events_a) = entry(&store, a.entry.id).await;
     assert_eq!(entry_a.status, EntryStatus::Accepted);
     assert_eq!(events_a[0].status, EventStatus::Published);
@@ -370,7 +449,10 @@ async fn outbox_transitions_and_stats(store: Arc<dyn Store>) {
     assert_eq!(due_ids(&store, at(20)).await, vec![a1.clone(), b0.clone()]);
 
     // A failed attempt: counted on the event and the entry, due again only later.
-    store.mark_retry(a1, at(60), "nats: timeout").await.expect("retry");
+    store
+        .mark_retry(a1, at(60), "nats: timeout")
+        .await
+        .expect("retry");
     let (entry_a, events_a) = entry(&store, a.entry.id).await;
     assert_eq!(entry_a.attempts, 1);
     assert_eq!(entry_a.last_error.as_deref(), Some("nats: timeout"));
@@ -379,27 +461,57 @@ async fn outbox_transitions_and_stats(store: Arc<dyn Store>) {
     assert_eq!(events_a[1].last_error.as_deref(), Some("nats: timeout"));
     assert_eq!(due_ids(&store, at(59)).await, vec![b0.clone()]);
     let due = store.due_events(at(60), 10).await.expect("due");
-    assert_eq!(due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec![b0.as_str(), a1.as_str()]);
+    assert_eq!(
+        due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec![b0.as_str(), a1.as_str()]
+    );
     assert_eq!(due[1].attempts, 1);
-    assert_eq!(due[1].created_at, a.entry.received_at, "the budget counts from receipt");
-    assert_eq!(store.outbox_stats().await.expect("stats"), OutboxStats { pending: 2, dead: 0 });
+    assert_eq!(
+        due[1].created_at, a.entry.received_at,
+        "the budget counts from receipt"
+    );
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 2,
+            dead: 0
+        }
+    );
 
     // The last event published: the entry is published.
-    store.mark_published(std::slice::from_ref(a1), at(61)).await.expect("publish");
+    store
+        .mark_published(std::slice::from_ref(a1), at(61))
+        .await
+        .expect("publish");
     let (entry_a, _) = entry(&store, a.entry.id).await;
     assert_eq!(entry_a.status, EntryStatus::Published);
 
     // Retry budget exhausted: event and entry dead, out of the due list.
-    store.mark_dead(b0, "retry budget exhausted").await.expect("dead");
+    store
+        .mark_dead(b0, "retry budget exhausted")
+        .await
+        .expect("dead");
     let (entry_b, events_b) = entry(&store, b.entry.id).await;
     assert_eq!(entry_b.status, EntryStatus::Dead);
-    assert_eq!(entry_b.last_error.as_deref(), Some("retry budget exhausted"));
+    assert_eq!(
+        entry_b.last_error.as_deref(),
+        Some("retry budget exhausted")
+    );
     assert_eq!(events_b[0].status, EventStatus::Dead);
     assert!(due_ids(&store, at(1000)).await.is_empty());
-    assert_eq!(store.outbox_stats().await.expect("stats"), OutboxStats { pending: 0, dead: 1 });
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 0,
+            dead: 1
+        }
+    );
 
     // Late reports about settled events change nothing.
-    store.mark_published(std::slice::from_ref(b0), at(70)).await.expect("publish");
+    store
+        .mark_published(std::slice::from_ref(b0), at(70))
+        .await
+        .expect("publish");
     store.mark_retry(a0, at(80), "late").await.expect("retry");
     let (entry_b, events_b) = entry(&store, b.entry.id).await;
     assert_eq!(entry_b.status, EntryStatus::Dead);
@@ -407,26 +519,51 @@ async fn outbox_transitions_and_stats(store: Arc<dyn Store>) {
     let (_, events_a) = entry(&store, a.entry.id).await;
     assert_eq!(events_a[0].attempts, 0);
     assert_eq!(events_a[0].status, EventStatus::Published);
-    assert_eq!(store.outbox_stats().await.expect("stats"), OutboxStats { pending: 0, dead: 1 });
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 0,
+            dead: 1
+        }
+    );
 
     // A failed (unmapped) entry is left alone by all of it.
     let (entry_c, _) = entry(&store, c.entry.id).await;
     assert_eq!(entry_c.status, EntryStatus::Failed);
     // Unknown ids are not an error.
-    store.mark_published(&["nope".to_owned()], at(1)).await.expect("unknown publish");
+    store
+        .mark_published(&["nope".to_owned()], at(1))
+        .await
+        .expect("unknown publish");
     store.mark_dead("nope", "x").await.expect("unknown dead");
-    store.mark_published(&[], at(1)).await.expect("empty publish");
+    store
+        .mark_published(&[], at(1))
+        .await
+        .expect("empty publish");
 }
 
 async fn published_entry_needs_every_event(store: Arc<dyn Store>) {
     let many = webhook("shopify", "k-many", at(0), 3);
     let single = webhook("shopify", "k-single", at(0), 1);
-    store.insert_batch(&[many.clone(), single.clone()]).await.expect("insert");
+    store
+        .insert_batch(&[many.clone(), single.clone()])
+        .await
+        .expect("insert");
     // One call covering two entries: only the complete one flips.
-    let ids = vec![many.events[0].id.clone(), many.events[2].id.clone(), single.events[0].id.clone()];
+    let ids = vec![
+        many.events[0].id.clone(),
+        many.events[2].id.clone(),
+        single.events[0].id.clone(),
+    ];
     store.mark_published(&ids, at(1)).await.expect("publish");
-    assert_eq!(entry(&store, many.entry.id).await.0.status, EntryStatus::Accepted);
-    assert_eq!(entry(&store, single.entry.id).await.0.status, EntryStatus::Published);
+    assert_eq!(
+        entry(&store, many.entry.id).await.0.status,
+        EntryStatus::Accepted
+    );
+    assert_eq!(
+        entry(&store, single.entry.id).await.0.status,
+        EntryStatus::Published
+    );
     store
         .mark_published(std::slice::from_ref(&many.events[1].id), at(2))
         .await
@@ -484,17 +621,39 @@ async fn list_filters_and_keyset_pagination(store: Arc<dyn Store>) {
     store.insert_batch(&all[..13]).await.expect("insert");
     store.insert_batch(&all[13..]).await.expect("insert");
     let mut expected_all: Vec<StoredEntry> = all.iter().map(expected_entry).collect();
-    expected_all.sort_by(|a, b| (b.received_at, b.id).cmp(&(a.received_at, a.id)));
+    expected_all.sort_by_key(|e| std::cmp::Reverse((e.received_at, e.id)));
 
     let filters = vec![
         EntryFilter::default(),
-        EntryFilter { source: Some("stripe".into()), ..Default::default() },
-        EntryFilter { status: Some(EntryStatus::Failed), ..Default::default() },
-        EntryFilter { status: Some(EntryStatus::Dead), ..Default::default() },
-        EntryFilter { tenant: Some("t1".into()), ..Default::default() },
-        EntryFilter { since: Some(at(3)), ..Default::default() },
-        EntryFilter { until: Some(at(3)), ..Default::default() },
-        EntryFilter { since: Some(at(2)), until: Some(at(5)), ..Default::default() },
+        EntryFilter {
+            source: Some("stripe".into()),
+            ..Default::default()
+        },
+        EntryFilter {
+            status: Some(EntryStatus::Failed),
+            ..Default::default()
+        },
+        EntryFilter {
+            status: Some(EntryStatus::Dead),
+            ..Default::default()
+        },
+        EntryFilter {
+            tenant: Some("t1".into()),
+            ..Default::default()
+        },
+        EntryFilter {
+            since: Some(at(3)),
+            ..Default::default()
+        },
+        EntryFilter {
+            until: Some(at(3)),
+            ..Default::default()
+        },
+        EntryFilter {
+            since: Some(at(2)),
+            until: Some(at(5)),
+            ..Default::default()
+        },
         EntryFilter {
             source: Some("shopify".into()),
             tenant: Some("t2".into()),
@@ -529,7 +688,10 @@ async fn list_filters_and_keyset_pagination(store: Arc<dyn Store>) {
                     .expect("list");
                 assert!(page.len() <= page_size as usize);
                 let Some(last) = page.last() else { break };
-                after = Some(Cursor { received_at: last.received_at, id: last.id });
+                after = Some(Cursor {
+                    received_at: last.received_at,
+                    id: last.id,
+                });
                 let full = page.len() == page_size as usize;
                 got.extend(page);
                 if !full {
@@ -542,7 +704,10 @@ async fn list_filters_and_keyset_pagination(store: Arc<dyn Store>) {
     }
     // The combined filters were not vacuous.
     assert_eq!(expected_all.len(), 30);
-    let combined = store.list_entries(&filters[8], None, 100).await.expect("list");
+    let combined = store
+        .list_entries(&filters[8], None, 100)
+        .await
+        .expect("list");
     assert!(!combined.is_empty());
     assert!(combined.len() < 30);
 }
@@ -591,14 +756,21 @@ async fn concurrent_batches_with_same_key_insert_once(store: Arc<dyn Store>) {
     for key in ["k-shared-1", "k-shared-2"] {
         let ids = winners.get(key).cloned().unwrap_or_default();
         assert_eq!(ids.len(), 1, "{key} inserted {} times", ids.len());
-        assert_eq!(store.find_by_key("shopify", key).await.expect("find"), Some(ids[0]));
+        assert_eq!(
+            store.find_by_key("shopify", key).await.expect("find"),
+            Some(ids[0])
+        );
     }
     for i in 0..TASKS {
         assert_eq!(winners.get(&format!("k-own-{i}")).map(Vec::len), Some(1));
     }
     assert_eq!(duplicates.len(), 2 * (TASKS - 1));
     for (key, existing_id) in duplicates {
-        assert_eq!(winners[&key], vec![existing_id], "duplicate of {key} names the winner");
+        assert_eq!(
+            winners[&key],
+            vec![existing_id],
+            "duplicate of {key} names the winner"
+        );
     }
     assert_eq!(
         store.outbox_stats().await.expect("stats").pending,
@@ -625,53 +797,65 @@ async fn postgres_down_is_unavailable_quickly() {
 
 #[tokio::test]
 async fn postgres_rejects_unsafe_schema_names() {
-    for schema in ["", "Upper", "a-b", "x; DROP TABLE y", "1abc", &"a".repeat(64)] {
+    for schema in [
+        "",
+        "Upper",
+        "a-b",
+        "x; DROP TABLE y",
+        "1abc",
+        &"a".repeat(64),
+    ] {
         let result = PgStore::connect_with_schema(&pg_url(), schema).await;
-        assert!(matches!(result, Err(StoreError::BadUrl(_))), "{schema:?} was accepted");
+        assert!(
+            matches!(result, Err(StoreError::BadUrl(_))),
+            "{schema:?} was accepted"
+        );
     }
 }
 
 #[tokio::test]
 async fn postgres_tables_live_in_their_schema() {
-    on_postgres(|store| async move {
-        let schema_tables: Vec<String> = {
-            // The harness's store is the only handle; reach the schema through a second one.
-            let url = pg_url();
-            let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-            let one = store
-                .list_entries(&EntryFilter::default(), None, 1)
-                .await
-                .expect("list");
-            assert!(one.is_empty());
-            let rows: Vec<String> = sqlx::query_scalar(
-                "SELECT table_schema || '.' || table_name FROM information_schema.tables \
-                 WHERE table_name IN ('webhook_entries', 'webhook_events', \
-                    'platform_configurations', '_sqlx_migrations') \
-                   AND table_schema LIKE 't\\_%' \
-                 ORDER BY 1",
-            )
-            .fetch_all(&pool)
-            .await
-            .expect("query");
-            pool.close().await;
-            rows
-        };
-        // Other tests' schemas may show up too; ours must hold all four tables.
-        let ours: Vec<&String> = schema_tables
-            .iter()
-            .filter(|t| {
-                t.split('.').next().is_some_and(|s| {
-                    schema_tables.iter().filter(|u| u.starts_with(&format!("{s}."))).count() == 4
-                })
-            })
-            .collect();
-        assert!(!ours.is_empty(), "no schema holds all four tables: {schema_tables:?}");
-        assert!(
-            !schema_tables.iter().any(|t| t.starts_with("public.webhook")),
-            "tables leaked into public"
-        );
-    })
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let store = PgStore::connect_with_schema(&pg_url(), &schema)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is unreachable ({e}); see HOOKGATE_TEST_DATABASE_URL")
+        });
+    assert_eq!(store.schema(), schema);
+    let migrated = store.migrate().await;
+    let tables: Result<Vec<String>, _> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = $1 ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(store.pool())
     .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("drop test schema");
+    migrated.expect("migrate");
+    assert_eq!(
+        tables.expect("list tables"),
+        vec![
+            "_sqlx_migrations",
+            "platform_configurations",
+            "webhook_entries",
+            "webhook_events"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn postgres_bad_url_is_rejected() {
+    let result = PgStore::connect("postgres://user@[not-a-host/db").await;
+    assert!(
+        matches!(result, Err(StoreError::BadUrl(_))),
+        "{:?}",
+        result.err()
+    );
 }
 
 #[tokio::test]
@@ -700,7 +884,10 @@ async fn sqlite_creates_directories_and_is_durable() {
 
     // Survives closing and reopening.
     let w = webhook("shopify", "k-durable", at(0), 1);
-    store.insert_batch(std::slice::from_ref(&w)).await.expect("insert");
+    store
+        .insert_batch(std::slice::from_ref(&w))
+        .await
+        .expect("insert");
     store.pool().close().await;
     let reopened = SqliteStore::connect(&url).await.expect("reopen");
     reopened.migrate().await.expect("migrate again");
@@ -723,9 +910,13 @@ async fn sqlite_two_stores_on_one_file_migrate_concurrently() {
     ra.expect("migrate a");
     rb.expect("migrate b");
     let w = webhook("shopify", "k-shared-file", at(0), 1);
-    a.insert_batch(std::slice::from_ref(&w)).await.expect("insert");
+    a.insert_batch(std::slice::from_ref(&w))
+        .await
+        .expect("insert");
     assert_eq!(
-        b.find_by_key("shopify", "k-shared-file").await.expect("find"),
+        b.find_by_key("shopify", "k-shared-file")
+            .await
+            .expect("find"),
         Some(w.entry.id)
     );
 }
@@ -735,7 +926,10 @@ async fn sqlite_in_memory_works() {
     let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
     store.migrate().await.expect("migrate");
     let w = webhook("shopify", "k-mem", at(0), 2);
-    store.insert_batch(std::slice::from_ref(&w)).await.expect("insert");
+    store
+        .insert_batch(std::slice::from_ref(&w))
+        .await
+        .expect("insert");
     assert_eq!(store.due_events(at(0), 10).await.expect("due").len(), 2);
 }
 
