@@ -9,8 +9,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+mod common;
+mod migrations;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 /// Where a stored webhook stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

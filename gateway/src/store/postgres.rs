@@ -1,55 +1,583 @@
-//! TEMPORARY STUB: replaced by the real backend.
-use super::*;
+//! PostgreSQL backend: the production store, shared by every gateway instance.
+//!
+//! Everything lives in one schema (default `hookgate`) selected through the connection's
+//! `search_path`, so migrations, `_sqlx_migrations` and queries never name it. The hot
+//! path, [`Store::insert_batch`], writes a whole batch of webhooks and their events with
+//! one set-based statement (arrays bound once and expanded by `unnest`).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
-pub struct PgStore;
+
+use super::common::{classify, count, decode_headers, earlier_twins, encode_headers};
+use super::*;
+
+/// The schema `connect` uses.
+pub const DEFAULT_SCHEMA: &str = "hookgate";
+
+/// Connections per gateway: enough for group-committed inserts, the relay and the admin
+/// API on a small machine without exhausting the server's `max_connections`.
+const POOL_SIZE: u32 = 12;
+/// A down database must turn into a quick 503, not requests piling up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bounds how often a batch is retried when a conflicting row vanished before its id could
+/// be read (only possible when entries are deleted concurrently).
+const MAX_INSERT_ROUNDS: usize = 3;
+
+pub struct PgStore {
+    pool: PgPool,
+    schema: String,
+}
+
 impl PgStore {
-    pub async fn connect(_url: &str) -> Result<Self, StoreError> {
-        todo!()
+    /// Connects using the `hookgate` schema.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_schema(url, DEFAULT_SCHEMA).await
+    }
+
+    /// Connects using `schema` (lower-case letters, digits and `_`; created by `migrate`).
+    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        if !valid_schema_name(schema) {
+            return Err(StoreError::BadUrl(format!(
+                "schema name {schema:?} must be 1-63 characters of a-z, 0-9 and _, not starting with a digit"
+            )));
+        }
+        // The parse error never echoes the URL, which may hold a password.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl(format!("cannot parse PostgreSQL url: {e}")))?
+            // Set at connection start-up: no extra round trip per connection.
+            .options([("search_path", schema)])
+            .application_name("hookgate");
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(pg_error)?;
+        Ok(Self {
+            pool,
+            schema: schema.to_owned(),
+        })
+    }
+
+    /// The schema this store works in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The underlying pool, for tests and tooling that need raw SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// One set-based insert of entries (skipping those whose key is taken) and of the
+    /// events of the entries it did insert. A single statement is its own transaction:
+    /// either the batch is durable when it returns, or nothing of it is.
+    async fn insert_entries(&self, batch: &[&NewWebhook]) -> Result<Vec<Uuid>, StoreError> {
+        let n = batch.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut sources = Vec::with_capacity(n);
+        let mut topics = Vec::with_capacity(n);
+        let mut tenants = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
+        let mut headers = Vec::with_capacity(n);
+        let mut bodies: Vec<&[u8]> = Vec::with_capacity(n);
+        let mut received = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut errors = Vec::with_capacity(n);
+        let mut plugins = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut correlations = Vec::with_capacity(n);
+        let mut ev_ids = Vec::new();
+        let mut ev_entries = Vec::new();
+        let mut ev_seqs = Vec::new();
+        let mut ev_subjects = Vec::new();
+        let mut ev_envelopes: Vec<&[u8]> = Vec::new();
+        let mut ev_at = Vec::new();
+        for webhook in batch {
+            let e = &webhook.entry;
+            ids.push(e.id);
+            sources.push(e.source.as_str());
+            topics.push(e.topic.as_deref());
+            tenants.push(e.tenant.as_deref());
+            keys.push(e.idempotency_key.as_str());
+            headers.push(encode_headers(&e.headers)?);
+            bodies.push(&e.body);
+            received.push(e.received_at);
+            statuses.push(e.status.as_str());
+            errors.push(e.last_error.as_deref());
+            plugins.push(e.plugin.as_str());
+            versions.push(e.plugin_version.as_str());
+            correlations.push(e.correlation_id.as_str());
+            for event in &webhook.events {
+                ev_ids.push(event.id.as_str());
+                ev_entries.push(e.id);
+                ev_seqs.push(event.seq);
+                ev_subjects.push(event.subject.as_str());
+                ev_envelopes.push(&event.envelope);
+                ev_at.push(e.received_at);
+            }
+        }
+        // The events CTE only sees the entries this statement inserted, so a duplicate's
+        // events are never written. Foreign keys are checked at the end of the statement,
+        // when the entries exist.
+        let rows = sqlx::query(
+            "WITH ins AS ( \
+                INSERT INTO webhook_entries (id, source, topic, tenant, idempotency_key, \
+                    headers, body, received_at, status, last_error, plugin, plugin_version, \
+                    correlation_id) \
+                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                    $5::text[], $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], \
+                    $10::text[], $11::text[], $12::text[], $13::text[]) \
+                ON CONFLICT (source, idempotency_key) DO NOTHING \
+                RETURNING id \
+            ), ev AS ( \
+                INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, status, \
+                    attempts, next_attempt_at, created_at) \
+                SELECT t.id, t.entry_id, t.seq, t.subject, t.envelope, 'pending', 0, t.at, t.at \
+                FROM unnest($14::text[], $15::uuid[], $16::int4[], $17::text[], \
+                    $18::bytea[], $19::timestamptz[]) \
+                    AS t(id, entry_id, seq, subject, envelope, at) \
+                WHERE t.entry_id IN (SELECT id FROM ins) \
+            ) \
+            SELECT id FROM ins",
+        )
+        .bind(ids)
+        .bind(sources)
+        .bind(topics)
+        .bind(tenants)
+        .bind(keys)
+        .bind(headers)
+        .bind(bodies)
+        .bind(received)
+        .bind(statuses)
+        .bind(errors)
+        .bind(plugins)
+        .bind(versions)
+        .bind(correlations)
+        .bind(ev_ids)
+        .bind(ev_entries)
+        .bind(ev_seqs)
+        .bind(ev_subjects)
+        .bind(ev_envelopes)
+        .bind(ev_at)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| row.try_get::<Uuid, _>(0).map_err(pg_error))
+            .collect()
+    }
+
+    /// The ids already stored under the given (source, key) pairs, in one round trip.
+    /// Runs after the insert committed, so it sees rows committed by concurrent batches.
+    async fn existing_ids(
+        &self,
+        pairs: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), Uuid>, StoreError> {
+        let sources: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+        let keys: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+        let rows = sqlx::query(
+            "SELECT w.id, w.source, w.idempotency_key \
+             FROM webhook_entries w \
+             JOIN unnest($1::text[], $2::text[]) AS k(source, key) \
+               ON w.source = k.source AND w.idempotency_key = k.key",
+        )
+        .bind(sources)
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id: Uuid = row.try_get(0).map_err(pg_error)?;
+            let source: String = row.try_get(1).map_err(pg_error)?;
+            let key: String = row.try_get(2).map_err(pg_error)?;
+            found.insert((source, key), id);
+        }
+        Ok(found)
     }
 }
+
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        todo!()
+        let mut migrator = super::migrations::migrator(super::migrations::POSTGRES)?;
+        // The migrator creates the schema after taking its advisory lock, so two gateways
+        // starting at once do not race on CREATE SCHEMA. The name was validated, and is
+        // quoted anyway.
+        migrator.create_schema(format!("\"{}\"", self.schema));
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| super::common::migrate_error(e, transient_pg_code))
     }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        todo!()
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(pg_error)
     }
-    async fn insert_batch(&self, _: &[NewWebhook]) -> Result<Vec<InsertOutcome>, StoreError> {
-        todo!()
+
+    async fn insert_batch(&self, batch: &[NewWebhook]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let twins = earlier_twins(batch);
+        let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; batch.len()];
+        // Sorted by key so concurrent batches take unique-index locks in the same order
+        // and cannot deadlock on each other.
+        let mut todo: Vec<usize> = (0..batch.len()).filter(|&i| twins[i].is_none()).collect();
+        todo.sort_by(|&a, &b| {
+            let (a, b) = (&batch[a].entry, &batch[b].entry);
+            (&a.source, &a.idempotency_key).cmp(&(&b.source, &b.idempotency_key))
+        });
+        for _ in 0..MAX_INSERT_ROUNDS {
+            if todo.is_empty() {
+                break;
+            }
+            let rows: Vec<&NewWebhook> = todo.iter().map(|&i| &batch[i]).collect();
+            let inserted: std::collections::HashSet<Uuid> =
+                self.insert_entries(&rows).await?.into_iter().collect();
+            let mut conflicts = Vec::new();
+            for &i in &todo {
+                if inserted.contains(&batch[i].entry.id) {
+                    outcomes[i] = Some(InsertOutcome::Inserted);
+                } else {
+                    conflicts.push(i);
+                }
+            }
+            if conflicts.is_empty() {
+                todo.clear();
+                break;
+            }
+            let pairs: Vec<(&str, &str)> = conflicts
+                .iter()
+                .map(|&i| {
+                    let e = &batch[i].entry;
+                    (e.source.as_str(), e.idempotency_key.as_str())
+                })
+                .collect();
+            let existing = self.existing_ids(&pairs).await?;
+            todo.clear();
+            for i in conflicts {
+                let e = &batch[i].entry;
+                match existing.get(&(e.source.clone(), e.idempotency_key.clone())) {
+                    Some(&existing_id) => {
+                        outcomes[i] = Some(InsertOutcome::Duplicate { existing_id })
+                    }
+                    // The row that blocked the insert was deleted since: try again.
+                    None => todo.push(i),
+                }
+            }
+        }
+        if !todo.is_empty() {
+            return Err(StoreError::Unavailable(
+                "conflicting entries keep disappearing; retry the batch".into(),
+            ));
+        }
+        for (i, twin) in twins.iter().enumerate() {
+            if let Some(j) = *twin {
+                let existing_id = match outcomes[j] {
+                    Some(InsertOutcome::Duplicate { existing_id }) => existing_id,
+                    _ => batch[j].entry.id,
+                };
+                outcomes[i] = Some(InsertOutcome::Duplicate { existing_id });
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| StoreError::Internal("batch outcome missing".into())))
+            .collect()
     }
-    async fn find_by_key(&self, _: &str, _: &str) -> Result<Option<Uuid>, StoreError> {
-        todo!()
+
+    async fn find_by_key(
+        &self,
+        source: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Uuid>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT id FROM webhook_entries WHERE source = $1 AND idempotency_key = $2",
+        )
+        .bind(source)
+        .bind(idempotency_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)
     }
-    async fn due_events(&self, _: DateTime<Utc>, _: u32) -> Result<Vec<OutboxEvent>, StoreError> {
-        todo!()
+
+    async fn due_events(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, entry_id, subject, envelope, attempts, created_at \
+             FROM webhook_events \
+             WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, entry_id, seq \
+             LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxEvent {
+                    id: row.try_get("id").map_err(pg_error)?,
+                    entry_id: row.try_get("entry_id").map_err(pg_error)?,
+                    subject: row.try_get("subject").map_err(pg_error)?,
+                    envelope: Bytes::from(row.try_get::<Vec<u8>, _>("envelope").map_err(pg_error)?),
+                    attempts: row.try_get("attempts").map_err(pg_error)?,
+                    created_at: row.try_get("created_at").map_err(pg_error)?,
+                })
+            })
+            .collect()
     }
-    async fn mark_published(&self, _: &[String], _: DateTime<Utc>) -> Result<(), StoreError> {
-        todo!()
+
+    async fn mark_published(
+        &self,
+        event_ids: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        // Locking the entries (in id order, so concurrent calls cannot deadlock) makes a
+        // concurrent call that published the entry's other events wait for this one to
+        // commit; its own check below then sees every event published. Without the lock
+        // each could see the other's event still pending and neither would flip the entry.
+        let entries: Vec<Uuid> = sqlx::query_scalar(
+            "WITH ev AS ( \
+                UPDATE webhook_events \
+                SET status = 'published', published_at = $2, next_attempt_at = NULL \
+                WHERE id = ANY($1) AND status = 'pending' \
+                RETURNING entry_id \
+            ) \
+            SELECT w.id FROM webhook_entries w \
+            WHERE w.id IN (SELECT entry_id FROM ev) \
+            ORDER BY w.id \
+            FOR UPDATE",
+        )
+        .bind(event_ids)
+        .bind(at)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        if !entries.is_empty() {
+            sqlx::query(
+                "UPDATE webhook_entries w SET status = 'published' \
+                 WHERE w.id = ANY($1) AND w.status = 'accepted' \
+                   AND NOT EXISTS (SELECT 1 FROM webhook_events e \
+                                   WHERE e.entry_id = w.id AND e.status <> 'published')",
+            )
+            .bind(entries)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
     }
-    async fn mark_retry(&self, _: &str, _: DateTime<Utc>, _: &str) -> Result<(), StoreError> {
-        todo!()
+
+    async fn mark_retry(
+        &self,
+        event_id: &str,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        // One statement, hence atomic; only a pending event is touched so a late retry
+        // cannot resurrect an event another relay already published.
+        sqlx::query(
+            "WITH ev AS ( \
+                UPDATE webhook_events \
+                SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
+                WHERE id = $1 AND status = 'pending' \
+                RETURNING entry_id \
+            ) \
+            UPDATE webhook_entries SET attempts = attempts + 1, last_error = $3 \
+            WHERE id IN (SELECT entry_id FROM ev)",
+        )
+        .bind(event_id)
+        .bind(next_attempt_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(pg_error)
     }
-    async fn mark_dead(&self, _: &str, _: &str) -> Result<(), StoreError> {
-        todo!()
+
+    async fn mark_dead(&self, event_id: &str, error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH ev AS ( \
+                UPDATE webhook_events \
+                SET status = 'dead', next_attempt_at = NULL, last_error = $2 \
+                WHERE id = $1 AND status = 'pending' \
+                RETURNING entry_id \
+            ) \
+            UPDATE webhook_entries SET status = 'dead', last_error = $2 \
+            WHERE id IN (SELECT entry_id FROM ev)",
+        )
+        .bind(event_id)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(pg_error)
     }
+
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        todo!()
+        // Each count reads only its partial index.
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending'), \
+                    (SELECT count(*) FROM webhook_events WHERE status = 'dead')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(OutboxStats {
+            pending: count(row.try_get(0).map_err(pg_error)?)?,
+            dead: count(row.try_get(1).map_err(pg_error)?)?,
+        })
     }
+
     async fn list_entries(
         &self,
-        _: &EntryFilter,
-        _: Option<Cursor>,
-        _: u32,
+        filter: &EntryFilter,
+        after: Option<Cursor>,
+        limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError> {
-        todo!()
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ENTRY_COLUMNS} FROM webhook_entries WHERE true"
+        ));
+        if let Some(source) = &filter.source {
+            q.push(" AND source = ").push_bind(source.clone());
+        }
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(tenant) = &filter.tenant {
+            q.push(" AND tenant = ").push_bind(tenant.clone());
+        }
+        if let Some(since) = filter.since {
+            q.push(" AND received_at >= ").push_bind(since);
+        }
+        if let Some(until) = filter.until {
+            q.push(" AND received_at < ").push_bind(until);
+        }
+        if let Some(cursor) = after {
+            q.push(" AND (received_at, id) < (")
+                .push_bind(cursor.received_at)
+                .push(", ")
+                .push_bind(cursor.id)
+                .push(")");
+        }
+        q.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(pg_error)?;
+        rows.iter().map(entry_from_row).collect()
     }
+
     async fn get_entry(
         &self,
-        _: Uuid,
+        id: Uuid,
     ) -> Result<Option<(StoredEntry, Vec<StoredEvent>)>, StoreError> {
-        todo!()
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM webhook_entries WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        else {
+            return Ok(None);
+        };
+        let entry = entry_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT id, entry_id, seq, subject, envelope, status, attempts, next_attempt_at, \
+                    published_at, last_error \
+             FROM webhook_events WHERE entry_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((entry, events)))
     }
+}
+
+const ENTRY_COLUMNS: &str = "id, source, topic, tenant, idempotency_key, headers, body, \
+    received_at, status, attempts, last_error, plugin, plugin_version, correlation_id";
+
+fn entry_from_row(row: &PgRow) -> Result<StoredEntry, StoreError> {
+    let status: String = row.try_get("status").map_err(pg_error)?;
+    let headers: String = row.try_get("headers").map_err(pg_error)?;
+    Ok(StoredEntry {
+        id: row.try_get("id").map_err(pg_error)?,
+        source: row.try_get("source").map_err(pg_error)?,
+        topic: row.try_get("topic").map_err(pg_error)?,
+        tenant: row.try_get("tenant").map_err(pg_error)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(pg_error)?,
+        headers: decode_headers(&headers)?,
+        body: Bytes::from(row.try_get::<Vec<u8>, _>("body").map_err(pg_error)?),
+        received_at: row.try_get("received_at").map_err(pg_error)?,
+        status: EntryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Internal(format!("unknown entry status {status:?}")))?,
+        attempts: row.try_get("attempts").map_err(pg_error)?,
+        last_error: row.try_get("last_error").map_err(pg_error)?,
+        plugin: row.try_get("plugin").map_err(pg_error)?,
+        plugin_version: row.try_get("plugin_version").map_err(pg_error)?,
+        correlation_id: row.try_get("correlation_id").map_err(pg_error)?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
+    let status: String = row.try_get("status").map_err(pg_error)?;
+    Ok(StoredEvent {
+        id: row.try_get("id").map_err(pg_error)?,
+        entry_id: row.try_get("entry_id").map_err(pg_error)?,
+        seq: row.try_get("seq").map_err(pg_error)?,
+        subject: row.try_get("subject").map_err(pg_error)?,
+        envelope: Bytes::from(row.try_get::<Vec<u8>, _>("envelope").map_err(pg_error)?),
+        status: EventStatus::parse(&status)
+            .ok_or_else(|| StoreError::Internal(format!("unknown event status {status:?}")))?,
+        attempts: row.try_get("attempts").map_err(pg_error)?,
+        next_attempt_at: row.try_get("next_attempt_at").map_err(pg_error)?,
+        published_at: row.try_get("published_at").map_err(pg_error)?,
+        last_error: row.try_get("last_error").map_err(pg_error)?,
+    })
+}
+
+/// Lower-case only so the name needs no quoting in `search_path` and means the same
+/// quoted or not.
+fn valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+/// SQLSTATEs that mean "try again later": connection exceptions (08), insufficient
+/// resources (53), operator intervention such as a shutdown (57), serialization failures
+/// and deadlocks (40001, 40P01), lock timeouts (55P03) and a read-only standby (25006).
+fn transient_pg_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || matches!(code, "40001" | "40P01" | "55P03" | "25006")
+}
+
+fn pg_error(err: sqlx::Error) -> StoreError {
+    classify(err, transient_pg_code)
 }

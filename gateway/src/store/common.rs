@@ -1,0 +1,78 @@
+//! Helpers shared by the storage backends: header encoding, batch planning and the
+//! classification of `sqlx` errors into [`StoreError`].
+
+use std::collections::HashMap;
+
+use super::{NewWebhook, StoreError};
+
+/// Headers as stored: JSON text `[[name, value], ...]`, which keeps arrival order and
+/// repeated names, unlike a JSON object.
+pub(crate) fn encode_headers(headers: &[(String, String)]) -> Result<String, StoreError> {
+    serde_json::to_string(headers)
+        .map_err(|e| StoreError::Internal(format!("cannot encode headers: {e}")))
+}
+
+pub(crate) fn decode_headers(text: &str) -> Result<Vec<(String, String)>, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Internal(format!("corrupt stored headers: {e}")))
+}
+
+/// For each webhook of a batch, the index of an earlier webhook of the same batch with the
+/// same (source, idempotency key), if any. Those later ones are never sent to the
+/// database: the first occurrence wins, whatever order the database would process them in.
+pub(crate) fn earlier_twins(batch: &[NewWebhook]) -> Vec<Option<usize>> {
+    let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let key = (w.entry.source.as_str(), w.entry.idempotency_key.as_str());
+            match first.get(&key) {
+                Some(&j) => Some(j),
+                None => {
+                    first.insert(key, i);
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Errors worth retrying (the database is down, overloaded or lost a race) become
+/// `Unavailable` so the caller answers 503 and the sender retries; everything else is a
+/// bug or bad data and becomes `Internal`.
+pub(crate) fn classify(err: sqlx::Error, transient_db_code: impl Fn(&str) -> bool) -> StoreError {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => StoreError::Unavailable(err.to_string()),
+        sqlx::Error::Database(ref db) => {
+            if db.code().is_some_and(|code| transient_db_code(&code)) {
+                StoreError::Unavailable(err.to_string())
+            } else {
+                StoreError::Internal(err.to_string())
+            }
+        }
+        sqlx::Error::Migrate(inner) => match *inner {
+            sqlx::migrate::MigrateError::Execute(e)
+            | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => classify(e, transient_db_code),
+            other => StoreError::Internal(format!("migration failed: {other}")),
+        },
+        other => StoreError::Internal(other.to_string()),
+    }
+}
+
+pub(crate) fn migrate_error(
+    err: sqlx::migrate::MigrateError,
+    transient_db_code: impl Fn(&str) -> bool,
+) -> StoreError {
+    classify(sqlx::Error::Migrate(Box::new(err)), transient_db_code)
+}
+
+/// Row counts come back signed; a negative one would be a corrupt answer, not a panic.
+pub(crate) fn count(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Internal(format!("negative count {value}")))
+}

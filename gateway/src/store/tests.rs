@@ -1,0 +1,945 @@
+//! One behavioural suite for the [`Store`] contract, run against both backends: SQLite in
+//! a temporary file and PostgreSQL in a random schema of the test database (dropped at
+//! the end, even when the case fails).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::TimeZone;
+use futures::FutureExt;
+
+use super::postgres::PgStore;
+use super::sqlite::SqliteStore;
+use super::*;
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn pg_url() -> String {
+    std::env::var("HOOKGATE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+/// Runs `case` on a fresh, migrated SQLite store in its own temporary directory.
+async fn on_sqlite<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("hookgate.db").display());
+    let store = SqliteStore::connect(&url).await.expect("open SQLite");
+    store.migrate().await.expect("migrate SQLite");
+    case(Arc::new(store)).await;
+}
+
+/// Runs `case` on a fresh, migrated PostgreSQL store in a random schema, then drops it.
+async fn on_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let url = pg_url();
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let store = match PgStore::connect_with_schema(&url, &schema).await {
+        Ok(store) => Arc::new(store),
+        Err(e) => panic!(
+            "PostgreSQL is unreachable ({e}); start it or point HOOKGATE_TEST_DATABASE_URL at one \
+             (default {DEFAULT_PG_URL})"
+        ),
+    };
+    let pool = store.pool().clone();
+    let outcome = AssertUnwindSafe(async {
+        store.migrate().await.expect("migrate PostgreSQL");
+        case(store.clone()).await;
+    })
+    .catch_unwind()
+    .await;
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&pool)
+    .await;
+    pool.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    dropped.expect("drop test schema");
+}
+
+/// Declares each case once per backend: `store::tests::sqlite::<case>` and
+/// `store::tests::postgres::<case>`.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on_sqlite(super::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on_postgres(super::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    migrate_is_idempotent_and_concurrent_safe,
+    round_trip_keeps_body_bytes_and_header_order,
+    duplicate_across_batches_writes_nothing,
+    duplicate_within_batch_first_wins,
+    outbox_transitions_and_stats,
+    published_entry_needs_every_event,
+    concurrent_publication_of_sibling_events_publishes_entry,
+    list_filters_and_keyset_pagination,
+    concurrent_batches_with_same_key_insert_once,
+);
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(seconds)
+}
+
+/// A body that is not UTF-8: every byte value, NULs and an invalid sequence included.
+fn binary_body(tag: &str) -> Bytes {
+    let mut body: Vec<u8> = (0..=255u8).collect();
+    body.extend_from_slice(&[0xff, 0xfe, 0x00, 0xc3, 0x28]);
+    body.extend_from_slice(tag.as_bytes());
+    Bytes::from(body)
+}
+
+fn webhook(source: &str, key: &str, received_at: DateTime<Utc>, events: i32) -> NewWebhook {
+    let id = Uuid::now_v7();
+    NewWebhook {
+        entry: NewEntry {
+            id,
+            source: source.to_owned(),
+            topic: Some("orders/create".to_owned()),
+            tenant: Some("shop-1.myshopify.com".to_owned()),
+            idempotency_key: key.to_owned(),
+            headers: vec![
+                ("x-shopify-topic".to_owned(), "orders/create".to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-repeated".to_owned(), "second".to_owned()),
+                ("x-repeated".to_owned(), "first".to_owned()),
+            ],
+            body: binary_body(key),
+            received_at,
+            status: EntryStatus::Accepted,
+            last_error: None,
+            plugin: "shopify".to_owned(),
+            plugin_version: "1.2.3".to_owned(),
+            correlation_id: format!("corr-{id}"),
+        },
+        events: (0..events)
+            .map(|seq| NewEvent {
+                id: format!("{id}:{seq}"),
+                seq,
+                subject: format!("webhooks.{source}.order.created"),
+                envelope: Bytes::from(format!("{{\"id\":\"{id}:{seq}\",\"n\":{seq}}}")),
+            })
+            .collect(),
+    }
+}
+
+fn expected_entry(w: &NewWebhook) -> StoredEntry {
+    let e = &w.entry;
+    StoredEntry {
+        id: e.id,
+        source: e.source.clone(),
+        topic: e.topic.clone(),
+        tenant: e.tenant.clone(),
+        idempotency_key: e.idempotency_key.clone(),
+        headers: e.headers.clone(),
+        body: e.body.clone(),
+        received_at: e.received_at,
+        status: e.status,
+        attempts: 0,
+        last_error: e.last_error.clone(),
+        plugin: e.plugin.clone(),
+        plugin_version: e.plugin_version.clone(),
+        correlation_id: e.correlation_id.clone(),
+    }
+}
+
+async fn insert_one(store: &Arc<dyn Store>, w: &NewWebhook) {
+    let outcome = store
+        .insert_batch(std::slice::from_ref(w))
+        .await
+        .expect("insert");
+    assert_eq!(outcome, vec![InsertOutcome::Inserted]);
+}
+
+async fn entry(store: &Arc<dyn Store>, id: Uuid) -> (StoredEntry, Vec<StoredEvent>) {
+    store
+        .get_entry(id)
+        .await
+        .expect("get_entry")
+        .expect("entry exists")
+}
+
+async fn due_ids(store: &Arc<dyn Store>, now: DateTime<Utc>) -> Vec<String> {
+    store
+        .due_events(now, 1000)
+        .await
+        .expect("due_events")
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases
+
+async fn migrate_is_idempotent_and_concurrent_safe(store: Arc<dyn Store>) {
+    // The harness migrated once already; again, and twice at the same time.
+    store.migrate().await.expect("second migrate");
+    let (a, b) = tokio::join!(store.migrate(), store.migrate());
+    a.expect("concurrent migrate a");
+    b.expect("concurrent migrate b");
+    store.ping().await.expect("ping");
+    let w = webhook("shopify", "k-migrate", at(0), 1);
+    insert_one(&store, &w).await;
+    store.migrate().await.expect("migrate with data");
+    assert_eq!(
+        store
+            .find_by_key("shopify", "k-migrate")
+            .await
+            .expect("find"),
+        Some(w.entry.id),
+        "migrating again must keep the data"
+    );
+}
+
+async fn round_trip_keeps_body_bytes_and_header_order(store: Arc<dyn Store>) {
+    let mut w = webhook(
+        "shopify",
+        "k-round",
+        at(0) + chrono::Duration::microseconds(123_456),
+        3,
+    );
+    let mut unmapped = webhook("stripe", "evt_unmapped", at(5), 0);
+    unmapped.entry.topic = None;
+    unmapped.entry.tenant = None;
+    unmapped.entry.status = EntryStatus::Failed;
+    unmapped.entry.last_error = Some("unknown topic".to_owned());
+    w.entry.body = Bytes::from_static(b"\x00\x01\xff\xfe{\"a\":1}\x80\x81\r\n\x00");
+    let outcomes = store
+        .insert_batch(&[w.clone(), unmapped.clone()])
+        .await
+        .expect("insert");
+    assert_eq!(
+        outcomes,
+        vec![InsertOutcome::Inserted, InsertOutcome::Inserted]
+    );
+
+    let (stored, events) = entry(&store, w.entry.id).await;
+    assert_eq!(stored, expected_entry(&w));
+    assert_eq!(
+        &stored.body[..],
+        b"\x00\x01\xff\xfe{\"a\":1}\x80\x81\r\n\x00"
+    );
+    assert_eq!(
+        stored.headers[2],
+        ("x-repeated".to_owned(), "second".to_owned())
+    );
+    let expected_events: Vec<StoredEvent> = w
+        .events
+        .iter()
+        .map(|e| StoredEvent {
+            id: e.id.clone(),
+            entry_id: w.entry.id,
+            seq: e.seq,
+            subject: e.subject.clone(),
+            envelope: e.envelope.clone(),
+            status: EventStatus::Pending,
+            attempts: 0,
+            next_attempt_at: Some(w.entry.received_at),
+            published_at: None,
+            last_error: None,
+        })
+        .collect();
+    assert_eq!(events, expected_events);
+
+    let (stored, events) = entry(&store, unmapped.entry.id).await;
+    assert_eq!(stored, expected_entry(&unmapped));
+    assert!(events.is_empty());
+
+    assert_eq!(
+        store.find_by_key("shopify", "k-round").await.expect("find"),
+        Some(w.entry.id)
+    );
+    assert_eq!(
+        store.find_by_key("stripe", "k-round").await.expect("find"),
+        None
+    );
+    assert!(
+        store
+            .get_entry(Uuid::new_v4())
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(store.insert_batch(&[]).await.expect("empty batch"), vec![]);
+}
+
+async fn duplicate_across_batches_writes_nothing(store: Arc<dyn Store>) {
+    let first = webhook("shopify", "k-dup", at(0), 2);
+    insert_one(&store, &first).await;
+
+    let again = webhook("shopify", "k-dup", at(10), 3);
+    let other_source = webhook("stripe", "k-dup", at(10), 1);
+    let fresh = webhook("shopify", "k-fresh", at(10), 1);
+    let outcomes = store
+        .insert_batch(&[again.clone(), other_source.clone(), fresh.clone()])
+        .await
+        .expect("insert");
+    assert_eq!(
+        outcomes,
+        vec![
+            InsertOutcome::Duplicate {
+                existing_id: first.entry.id
+            },
+            InsertOutcome::Inserted,
+            InsertOutcome::Inserted,
+        ]
+    );
+    assert!(
+        store
+            .get_entry(again.entry.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let (stored, events) = entry(&store, first.entry.id).await;
+    assert_eq!(
+        stored.received_at, first.entry.received_at,
+        "the first copy is kept"
+    );
+    assert_eq!(events.len(), 2);
+    let due = due_ids(&store, at(100)).await;
+    for e in &again.events {
+        assert!(
+            !due.contains(&e.id),
+            "a duplicate's event {} was written",
+            e.id
+        );
+    }
+    assert_eq!(due.len(), 2 + 1 + 1);
+    assert_eq!(store.outbox_stats().await.expect("stats").pending, 4);
+}
+
+async fn duplicate_within_batch_first_wins(store: Arc<dyn Store>) {
+    let stored = webhook("shopify", "k-old", at(0), 1);
+    insert_one(&store, &stored).await;
+
+    let x = webhook("shopify", "k-x", at(1), 1);
+    let x2 = webhook("shopify", "k-x", at(1), 2);
+    let y = webhook("shopify", "k-y", at(1), 1);
+    let old2 = webhook("shopify", "k-old", at(1), 1);
+    let old3 = webhook("shopify", "k-old", at(1), 1);
+    let x3 = webhook("shopify", "k-x", at(1), 1);
+    let outcomes = store
+        .insert_batch(&[
+            x.clone(),
+            x2.clone(),
+            y.clone(),
+            old2.clone(),
+            old3.clone(),
+            x3.clone(),
+        ])
+        .await
+        .expect("insert");
+    assert_eq!(
+        outcomes,
+        vec![
+            InsertOutcome::Inserted,
+            InsertOutcome::Duplicate {
+                existing_id: x.entry.id
+            },
+            InsertOutcome::Inserted,
+            InsertOutcome::Duplicate {
+                existing_id: stored.entry.id
+            },
+            InsertOutcome::Duplicate {
+                existing_id: stored.entry.id
+            },
+            InsertOutcome::Duplicate {
+                existing_id: x.entry.id
+            },
+        ]
+    );
+    for dup in [&x2, &old2, &old3, &x3] {
+        assert!(store.get_entry(dup.entry.id).await.expect("get").is_none());
+    }
+    let due: HashSet<String> = due_ids(&store, at(100)).await.into_iter().collect();
+    let expected: HashSet<String> = [&stored, &x, &y]
+        .iter()
+        .flat_map(|w| w.events.iter().map(|e| e.id.clone()))
+        .collect();
+    assert_eq!(due, expected);
+}
+
+async fn outbox_transitions_and_stats(store: Arc<dyn Store>) {
+    let a = webhook("shopify", "k-a", at(0), 2);
+    let b = webhook("shopify", "k-b", at(1), 1);
+    let mut c = webhook("shopify", "k-c", at(2), 0);
+    c.entry.status = EntryStatus::Failed;
+    c.entry.last_error = Some("bad json".to_owned());
+    store
+        .insert_batch(&[a.clone(), b.clone(), c.clone()])
+        .await
+        .expect("insert");
+    let (a0, a1, b0) = (&a.events[0].id, &a.events[1].id, &b.events[0].id);
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 3,
+            dead: 0
+        }
+    );
+
+    // Due from the moment they were received, oldest first, limited.
+    assert!(due_ids(&store, at(-1)).await.is_empty());
+    assert_eq!(due_ids(&store, at(0)).await, vec![a0.clone(), a1.clone()]);
+    assert_eq!(
+        due_ids(&store, at(1)).await,
+        vec![a0.clone(), a1.clone(), b0.clone()]
+    );
+    let limited = store.due_events(at(5), 2).await.expect("due");
+    assert_eq!(limited.len(), 2);
+    assert_eq!(
+        limited[0],
+        OutboxEvent {
+            id: a0.clone(),
+            entry_id: a.entry.id,
+            subject: a.events[0].subject.clone(),
+            envelope: a.events[0].envelope.clone(),
+            attempts: 0,
+            created_at: a.entry.received_at,
+        }
+    );
+
+    // One of two events published: the entry stays accepted.
+    store
+        .mark_published(std::slice::from_ref(a0), at(10))
+        .await
+        .expect("publish");
+    let (entry_a, events_a) = entry(&store, a.entry.id).await;
+    assert_eq!(entry_a.status, EntryStatus::Accepted);
+    assert_eq!(events_a[0].status, EventStatus::Published);
+    assert_eq!(events_a[0].published_at, Some(at(10)));
+    assert_eq!(events_a[1].status, EventStatus::Pending);
+    assert_eq!(due_ids(&store, at(20)).await, vec![a1.clone(), b0.clone()]);
+
+    // A failed attempt: counted on the event and the entry, due again only later.
+    store
+        .mark_retry(a1, at(60), "nats: timeout")
+        .await
+        .expect("retry");
+    let (entry_a, events_a) = entry(&store, a.entry.id).await;
+    assert_eq!(entry_a.attempts, 1);
+    assert_eq!(entry_a.last_error.as_deref(), Some("nats: timeout"));
+    assert_eq!(events_a[1].attempts, 1);
+    assert_eq!(events_a[1].next_attempt_at, Some(at(60)));
+    assert_eq!(events_a[1].last_error.as_deref(), Some("nats: timeout"));
+    assert_eq!(due_ids(&store, at(59)).await, vec![b0.clone()]);
+    let due = store.due_events(at(60), 10).await.expect("due");
+    assert_eq!(
+        due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec![b0.as_str(), a1.as_str()]
+    );
+    assert_eq!(due[1].attempts, 1);
+    assert_eq!(
+        due[1].created_at, a.entry.received_at,
+        "the budget counts from receipt"
+    );
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 2,
+            dead: 0
+        }
+    );
+
+    // The last event published: the entry is published.
+    store
+        .mark_published(std::slice::from_ref(a1), at(61))
+        .await
+        .expect("publish");
+    let (entry_a, _) = entry(&store, a.entry.id).await;
+    assert_eq!(entry_a.status, EntryStatus::Published);
+
+    // Retry budget exhausted: event and entry dead, out of the due list.
+    store
+        .mark_dead(b0, "retry budget exhausted")
+        .await
+        .expect("dead");
+    let (entry_b, events_b) = entry(&store, b.entry.id).await;
+    assert_eq!(entry_b.status, EntryStatus::Dead);
+    assert_eq!(
+        entry_b.last_error.as_deref(),
+        Some("retry budget exhausted")
+    );
+    assert_eq!(events_b[0].status, EventStatus::Dead);
+    assert!(due_ids(&store, at(1000)).await.is_empty());
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 0,
+            dead: 1
+        }
+    );
+
+    // Late reports about settled events change nothing.
+    store
+        .mark_published(std::slice::from_ref(b0), at(70))
+        .await
+        .expect("publish");
+    store.mark_retry(a0, at(80), "late").await.expect("retry");
+    let (entry_b, events_b) = entry(&store, b.entry.id).await;
+    assert_eq!(entry_b.status, EntryStatus::Dead);
+    assert_eq!(events_b[0].status, EventStatus::Dead);
+    let (_, events_a) = entry(&store, a.entry.id).await;
+    assert_eq!(events_a[0].attempts, 0);
+    assert_eq!(events_a[0].status, EventStatus::Published);
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 0,
+            dead: 1
+        }
+    );
+
+    // A failed (unmapped) entry is left alone by all of it.
+    let (entry_c, _) = entry(&store, c.entry.id).await;
+    assert_eq!(entry_c.status, EntryStatus::Failed);
+    // Unknown ids are not an error.
+    store
+        .mark_published(&["nope".to_owned()], at(1))
+        .await
+        .expect("unknown publish");
+    store.mark_dead("nope", "x").await.expect("unknown dead");
+    store
+        .mark_published(&[], at(1))
+        .await
+        .expect("empty publish");
+}
+
+async fn published_entry_needs_every_event(store: Arc<dyn Store>) {
+    let many = webhook("shopify", "k-many", at(0), 3);
+    let single = webhook("shopify", "k-single", at(0), 1);
+    store
+        .insert_batch(&[many.clone(), single.clone()])
+        .await
+        .expect("insert");
+    // One call covering two entries: only the complete one flips.
+    let ids = vec![
+        many.events[0].id.clone(),
+        many.events[2].id.clone(),
+        single.events[0].id.clone(),
+    ];
+    store.mark_published(&ids, at(1)).await.expect("publish");
+    assert_eq!(
+        entry(&store, many.entry.id).await.0.status,
+        EntryStatus::Accepted
+    );
+    assert_eq!(
+        entry(&store, single.entry.id).await.0.status,
+        EntryStatus::Published
+    );
+    store
+        .mark_published(std::slice::from_ref(&many.events[1].id), at(2))
+        .await
+        .expect("publish");
+    let (stored, events) = entry(&store, many.entry.id).await;
+    assert_eq!(stored.status, EntryStatus::Published);
+    assert_eq!(
+        events.iter().map(|e| e.published_at).collect::<Vec<_>>(),
+        vec![Some(at(1)), Some(at(2)), Some(at(1))]
+    );
+    assert_eq!(store.outbox_stats().await.expect("stats").pending, 0);
+}
+
+async fn concurrent_publication_of_sibling_events_publishes_entry(store: Arc<dyn Store>) {
+    // Two relays acknowledging different events of one entry at the same moment: the entry
+    // must still end up published (neither may conclude "the other one is pending").
+    for round in 0..10 {
+        let w = webhook("shopify", &format!("k-race-{round}"), at(0), 2);
+        insert_one(&store, &w).await;
+        let (s1, s2) = (store.clone(), store.clone());
+        let (e0, e1) = (w.events[0].id.clone(), w.events[1].id.clone());
+        let (r1, r2) = tokio::join!(
+            tokio::spawn(async move { s1.mark_published(&[e0], at(1)).await }),
+            tokio::spawn(async move { s2.mark_published(&[e1], at(1)).await }),
+        );
+        r1.expect("task").expect("publish 0");
+        r2.expect("task").expect("publish 1");
+        assert_eq!(
+            entry(&store, w.entry.id).await.0.status,
+            EntryStatus::Published,
+            "round {round}"
+        );
+    }
+}
+
+async fn list_filters_and_keyset_pagination(store: Arc<dyn Store>) {
+    // 30 entries over 2 sources, 3 tenants (one none), 2 statuses, with runs of equal
+    // received_at so the id tie-break is exercised across page boundaries.
+    let mut all = Vec::new();
+    for i in 0..30i64 {
+        let source = if i % 2 == 0 { "shopify" } else { "stripe" };
+        let mut w = webhook(source, &format!("k-list-{i}"), at(i / 4), 0);
+        w.entry.tenant = match i % 3 {
+            0 => Some("t1".to_owned()),
+            1 => Some("t2".to_owned()),
+            _ => None,
+        };
+        if i % 5 == 0 {
+            w.entry.status = EntryStatus::Failed;
+        }
+        all.push(w);
+    }
+    // Inserted in two batches, out of time order.
+    all.reverse();
+    store.insert_batch(&all[..13]).await.expect("insert");
+    store.insert_batch(&all[13..]).await.expect("insert");
+    let mut expected_all: Vec<StoredEntry> = all.iter().map(expected_entry).collect();
+    expected_all.sort_by_key(|e| std::cmp::Reverse((e.received_at, e.id)));
+
+    let filters = vec![
+        EntryFilter::default(),
+        EntryFilter {
+            source: Some("stripe".into()),
+            ..Default::default()
+        },
+        EntryFilter {
+            status: Some(EntryStatus::Failed),
+            ..Default::default()
+        },
+        EntryFilter {
+            status: Some(EntryStatus::Dead),
+            ..Default::default()
+        },
+        EntryFilter {
+            tenant: Some("t1".into()),
+            ..Default::default()
+        },
+        EntryFilter {
+            since: Some(at(3)),
+            ..Default::default()
+        },
+        EntryFilter {
+            until: Some(at(3)),
+            ..Default::default()
+        },
+        EntryFilter {
+            since: Some(at(2)),
+            until: Some(at(5)),
+            ..Default::default()
+        },
+        EntryFilter {
+            source: Some("shopify".into()),
+            tenant: Some("t2".into()),
+            since: Some(at(1)),
+            until: Some(at(7)),
+            ..Default::default()
+        },
+        EntryFilter {
+            source: Some("shopify".into()),
+            status: Some(EntryStatus::Failed),
+            tenant: Some("t1".into()),
+            ..Default::default()
+        },
+    ];
+    for filter in &filters {
+        let expected: Vec<&StoredEntry> = expected_all
+            .iter()
+            .filter(|e| filter.source.as_ref().is_none_or(|s| &e.source == s))
+            .filter(|e| filter.status.is_none_or(|s| e.status == s))
+            .filter(|e| filter.tenant.is_none() || e.tenant == filter.tenant)
+            .filter(|e| filter.since.is_none_or(|t| e.received_at >= t))
+            .filter(|e| filter.until.is_none_or(|t| e.received_at < t))
+            .collect();
+        for page_size in [1u32, 3, 4, 50] {
+            let mut got: Vec<StoredEntry> = Vec::new();
+            let mut after = None;
+            // Bounded: never more pages than entries + 1.
+            for _ in 0..=all.len() {
+                let page = store
+                    .list_entries(filter, after, page_size)
+                    .await
+                    .expect("list");
+                assert!(page.len() <= page_size as usize);
+                let Some(last) = page.last() else { break };
+                after = Some(Cursor {
+                    received_at: last.received_at,
+                    id: last.id,
+                });
+                let full = page.len() == page_size as usize;
+                got.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            let got: Vec<&StoredEntry> = got.iter().collect();
+            assert_eq!(got, expected, "filter {filter:?}, page size {page_size}");
+        }
+    }
+    // The combined filters were not vacuous.
+    assert_eq!(expected_all.len(), 30);
+    let combined = store
+        .list_entries(&filters[8], None, 100)
+        .await
+        .expect("list");
+    assert!(!combined.is_empty());
+    assert!(combined.len() < 30);
+}
+
+async fn concurrent_batches_with_same_key_insert_once(store: Arc<dyn Store>) {
+    const TASKS: usize = 8;
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let store = store.clone();
+        // Two shared keys in opposite orders in alternate tasks (the pattern that could
+        // deadlock), plus one key of the task's own.
+        let mut batch = vec![
+            webhook("shopify", "k-shared-1", at(0), 1),
+            webhook("shopify", "k-shared-2", at(0), 1),
+        ];
+        if i % 2 == 1 {
+            batch.reverse();
+        }
+        batch.push(webhook("shopify", &format!("k-own-{i}"), at(0), 1));
+        tasks.push(tokio::spawn(async move {
+            let outcome = store.insert_batch(&batch).await;
+            (batch, outcome)
+        }));
+    }
+    let mut winners: std::collections::HashMap<String, Vec<Uuid>> = Default::default();
+    let mut duplicates: Vec<(String, Uuid)> = Vec::new();
+    for task in tasks {
+        let (batch, outcome) = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("batch finished in time")
+            .expect("task");
+        let outcome = outcome.expect("insert_batch");
+        assert_eq!(outcome.len(), batch.len());
+        for (w, o) in batch.iter().zip(outcome) {
+            match o {
+                InsertOutcome::Inserted => winners
+                    .entry(w.entry.idempotency_key.clone())
+                    .or_default()
+                    .push(w.entry.id),
+                InsertOutcome::Duplicate { existing_id } => {
+                    duplicates.push((w.entry.idempotency_key.clone(), existing_id))
+                }
+            }
+        }
+    }
+    for key in ["k-shared-1", "k-shared-2"] {
+        let ids = winners.get(key).cloned().unwrap_or_default();
+        assert_eq!(ids.len(), 1, "{key} inserted {} times", ids.len());
+        assert_eq!(
+            store.find_by_key("shopify", key).await.expect("find"),
+            Some(ids[0])
+        );
+    }
+    for i in 0..TASKS {
+        assert_eq!(winners.get(&format!("k-own-{i}")).map(Vec::len), Some(1));
+    }
+    assert_eq!(duplicates.len(), 2 * (TASKS - 1));
+    for (key, existing_id) in duplicates {
+        assert_eq!(
+            winners[&key],
+            vec![existing_id],
+            "duplicate of {key} names the winner"
+        );
+    }
+    assert_eq!(
+        store.outbox_stats().await.expect("stats").pending,
+        2 + TASKS as u64,
+        "only the winners' events are in the outbox"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Backend-specific behaviour
+
+#[tokio::test]
+async fn postgres_down_is_unavailable_quickly() {
+    let started = Instant::now();
+    let result = PgStore::connect("postgres://postgres@127.0.0.1:1/test").await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "expected Unavailable, got {:?}",
+        result.err()
+    );
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn postgres_rejects_unsafe_schema_names() {
+    for schema in [
+        "",
+        "Upper",
+        "a-b",
+        "x; DROP TABLE y",
+        "1abc",
+        &"a".repeat(64),
+    ] {
+        let result = PgStore::connect_with_schema(&pg_url(), schema).await;
+        assert!(
+            matches!(result, Err(StoreError::BadUrl(_))),
+            "{schema:?} was accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_tables_live_in_their_schema() {
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let store = PgStore::connect_with_schema(&pg_url(), &schema)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is unreachable ({e}); see HOOKGATE_TEST_DATABASE_URL")
+        });
+    assert_eq!(store.schema(), schema);
+    let migrated = store.migrate().await;
+    let tables: Result<Vec<String>, _> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = $1 ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(store.pool())
+    .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("drop test schema");
+    migrated.expect("migrate");
+    assert_eq!(
+        tables.expect("list tables"),
+        vec![
+            "_sqlx_migrations",
+            "platform_configurations",
+            "webhook_entries",
+            "webhook_events"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn postgres_bad_url_is_rejected() {
+    let result = PgStore::connect("postgres://user@[not-a-host/db").await;
+    assert!(
+        matches!(result, Err(StoreError::BadUrl(_))),
+        "{:?}",
+        result.err()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_creates_directories_and_is_durable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nested/deeper/hookgate.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = SqliteStore::connect(&url).await.expect("open");
+    store.migrate().await.expect("migrate");
+    assert!(path.exists(), "database file created");
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma");
+    assert_eq!(journal, "wal");
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma");
+    assert_eq!(synchronous, 2, "synchronous=FULL");
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma");
+    assert_eq!(foreign_keys, 1);
+
+    // Survives closing and reopening.
+    let w = webhook("shopify", "k-durable", at(0), 1);
+    store
+        .insert_batch(std::slice::from_ref(&w))
+        .await
+        .expect("insert");
+    store.pool().close().await;
+    let reopened = SqliteStore::connect(&url).await.expect("reopen");
+    reopened.migrate().await.expect("migrate again");
+    let (stored, events) = reopened
+        .get_entry(w.entry.id)
+        .await
+        .expect("get")
+        .expect("entry survived");
+    assert_eq!(stored, expected_entry(&w));
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_two_stores_on_one_file_migrate_concurrently() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let a = SqliteStore::connect(&url).await.expect("open a");
+    let b = SqliteStore::connect(&url).await.expect("open b");
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.expect("migrate a");
+    rb.expect("migrate b");
+    let w = webhook("shopify", "k-shared-file", at(0), 1);
+    a.insert_batch(std::slice::from_ref(&w))
+        .await
+        .expect("insert");
+    assert_eq!(
+        b.find_by_key("shopify", "k-shared-file")
+            .await
+            .expect("find"),
+        Some(w.entry.id)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
+    store.migrate().await.expect("migrate");
+    let w = webhook("shopify", "k-mem", at(0), 2);
+    store
+        .insert_batch(std::slice::from_ref(&w))
+        .await
+        .expect("insert");
+    assert_eq!(store.due_events(at(0), 10).await.expect("due").len(), 2);
+}
+
+#[tokio::test]
+async fn connect_picks_backend_from_url() {
+    assert!(matches!(
+        super::connect("mysql://x").await.err(),
+        Some(StoreError::BadUrl(_))
+    ));
+    let store = super::connect("sqlite::memory:").await.expect("sqlite url");
+    store.migrate().await.expect("migrate");
+    store.ping().await.expect("ping");
+}
