@@ -134,10 +134,8 @@ pub enum Processed {
 
 /// Turns a failed wasmtime call into the fault it stands for.
 pub(crate) fn classify_trap(error: &wasmtime::Error, state: &CallState) -> PluginFault {
-    if let Some(trap) = error.downcast_ref::<Trap>() {
-        if *trap == Trap::Interrupt {
-            return PluginFault::Timeout;
-        }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return PluginFault::Timeout;
     }
     // A guest refused memory usually aborts through `unreachable`: the limiter's record,
     // not the trap code, says why.

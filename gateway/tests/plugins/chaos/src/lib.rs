@@ -14,6 +14,9 @@
 //! - `bad-event` (map): returns an event type the host must refuse.
 //! - `respond` (map): asks for a handshake response. `error` (map): a plugin map error.
 
+// The generated export glue passes records as flat arguments.
+#![allow(clippy::too_many_arguments)]
+
 wit_bindgen::generate!({
     path: "../../../../wit",
     world: "source-plugin",
