@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
@@ -25,6 +26,9 @@ use hookgate::plugin::host::{HashAlgorithm, LogLevel};
 /// with one call.
 const MAX_LOG_MESSAGE: usize = 2048;
 
+/// Guest stderr kept per call; a panic message fits, a flood does not.
+const GUEST_STDERR_CAPACITY: usize = 2048;
+
 /// Everything one call's store holds. Built fresh for every webhook and dropped after it,
 /// so nothing a plugin does survives to the next webhook.
 pub(crate) struct CallState {
@@ -37,6 +41,8 @@ pub(crate) struct CallState {
     /// Created only when the guest touches WASI (std does on panic, for stderr): it grants
     /// nothing, and most calls never need it.
     wasi: Option<WasiCtx>,
+    /// The guest's stderr (where std prints a panic message), kept to explain traps.
+    stderr: Option<MemoryOutputPipe>,
     table: ResourceTable,
 }
 
@@ -54,6 +60,7 @@ impl CallState {
             correlation_id: correlation_id.to_string(),
             limits: MemoryCap::new(memory_bytes),
             wasi: None,
+            stderr: None,
             table: ResourceTable::new(),
         }
     }
@@ -66,6 +73,14 @@ impl CallState {
     /// memory cap's doing.
     pub(crate) fn memory_exhausted(&self) -> bool {
         self.limits.hit
+    }
+
+    /// What the guest wrote to stderr, on one line, if anything.
+    pub(crate) fn guest_stderr(&self) -> Option<String> {
+        let bytes = self.stderr.as_ref()?.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        (!line.is_empty()).then_some(line)
     }
 
     /// Puts the secrets behind handles `0..n`, wiping the previous ones.
@@ -148,7 +163,12 @@ impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         // The default context has no preopens, no environment, no arguments, no network
         // and no inherited stdio: linking WASI satisfies std's imports, nothing more.
-        let ctx = self.wasi.get_or_insert_with(|| WasiCtx::builder().build());
+        let stderr = &mut self.stderr;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let pipe = MemoryOutputPipe::new(GUEST_STDERR_CAPACITY);
+            *stderr = Some(pipe.clone());
+            WasiCtx::builder().stderr(pipe).build()
+        });
         WasiCtxView {
             ctx,
             table: &mut self.table,

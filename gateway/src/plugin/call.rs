@@ -125,8 +125,6 @@ pub enum Processed {
         /// Index into `CallInput::secrets` of the secret that matched, if the scheme uses
         /// one.
         matched_secret: Option<usize>,
-        /// The tenant the delivery claimed before verification (`tenant-hint`).
-        tenant_hint: Option<String>,
         /// What the webhook means, or why that is unknown.
         mapped: Result<MapOutcome, MapFailure>,
     },
@@ -148,7 +146,13 @@ pub(crate) fn classify_trap(error: &wasmtime::Error, state: &CallState) -> Plugi
     {
         return PluginFault::Busy(one_line(error));
     }
-    PluginFault::Trap(truncate(&one_line(error), 1024).to_string())
+    let mut detail = one_line(error);
+    if let Some(stderr) = state.guest_stderr() {
+        detail.push_str(" (guest stderr: ");
+        detail.push_str(truncate(&stderr, 512));
+        detail.push(')');
+    }
+    PluginFault::Trap(truncate(&detail, 2048).to_string())
 }
 
 impl Plugin {
@@ -169,22 +173,23 @@ impl Plugin {
                 instance,
                 request: to_wit(request),
                 deadline_ticks: self.engine.shared.deadline_ticks,
+                trapped: false,
             }),
             Err(e) => Err(classify_trap(&e, store.data())),
         }
     }
 
-    /// Runs one webhook: `tenant-hint`, `verify` and, if the signature holds, `map`, all
-    /// on one fresh instance that is dropped afterwards. Blocking: runs guest code on the
-    /// calling thread, each export for up to the engine's timeout.
+    /// Runs one webhook whose secrets are known up front: `verify` and, if the signature
+    /// holds, `map`, on one fresh instance that is dropped afterwards. (Sources with
+    /// per-tenant secrets use [`start`](Self::start) and [`Call::tenant_hint`] first.)
+    /// Blocking: runs guest code on the calling thread, each export for up to the engine's
+    /// timeout.
     pub fn process(&self, input: &CallInput<'_>) -> Result<Processed, PluginFault> {
-        let mut call = self.start(input.request, input.now_unix_seconds, input.correlation_id)?;
-        let tenant_hint = call.tenant_hint(input.settings)?;
+        let call = self.start(input.request, input.now_unix_seconds, input.correlation_id)?;
         match call.verify(input.secrets, input.settings)? {
             Err(rejected) => Ok(Processed::Rejected(rejected)),
             Ok(verified) => Ok(Processed::Verified {
                 matched_secret: verified.matched_secret(),
-                tenant_hint,
                 mapped: verified.map(input.settings),
             }),
         }
@@ -210,6 +215,8 @@ pub struct Call {
     instance: SourcePlugin,
     request: wit::Request,
     deadline_ticks: u64,
+    /// Set when a call failed: a trapped instance must not run again.
+    trapped: bool,
 }
 
 impl fmt::Debug for Call {
@@ -225,10 +232,24 @@ impl Call {
         reason = "the bindings take the settings list as a Vec"
     )]
     pub fn tenant_hint(&mut self, settings: &Settings) -> Result<Option<String>, PluginFault> {
+        self.ready()?;
         self.store.set_epoch_deadline(self.deadline_ticks);
-        self.instance
-            .call_tenant_hint(&mut self.store, &self.request, settings)
-            .map_err(|e| classify_trap(&e, self.store.data()))
+        let result = self
+            .instance
+            .call_tenant_hint(&mut self.store, &self.request, settings);
+        result.map_err(|e| {
+            self.trapped = true;
+            classify_trap(&e, self.store.data())
+        })
+    }
+
+    fn ready(&self) -> Result<(), PluginFault> {
+        if self.trapped {
+            return Err(PluginFault::Trap(
+                "the instance already failed for this webhook".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the signature with the given secrets (handles `0..n` in this order). Only a
@@ -242,6 +263,7 @@ impl Call {
         secrets: &[Vec<u8>],
         settings: &Settings,
     ) -> Result<Result<VerifiedCall, VerifyError>, PluginFault> {
+        self.ready()?;
         self.store.data_mut().set_secrets(secrets);
         self.store.set_epoch_deadline(self.deadline_ticks);
         let handles = Handles::new(secrets.len());

@@ -2,7 +2,7 @@
 //! so the host's limits (deadline, memory cap, traps, bad answers) and its per-webhook
 //! isolation can be tested against a real component.
 //!
-//! Settings: `verify_mode` and `map_mode` (falling back to `mode`, then `ok`) pick the
+//! Settings: `hint_mode` = `trap` makes `tenant-hint` panic; `verify_mode` and `map_mode` (falling back to `mode`, then `ok`) pick the
 //! behaviour of each call:
 //! - `ok`: verify checks the hex HMAC-SHA256 in header `x-sig` with `hmac-verify`; map
 //!   returns one `chaos.ok` event.
@@ -75,7 +75,13 @@ impl Guest for Chaos {
         }
     }
 
-    fn tenant_hint(request: Request, _settings: Settings) -> Option<String> {
+    fn tenant_hint(request: Request, settings: Settings) -> Option<String> {
+        if settings
+            .iter()
+            .any(|(k, v)| k == "hint_mode" && v == "trap")
+        {
+            panic!("chaos: trap requested in tenant-hint");
+        }
         header(&request, "x-tenant").map(str::to_string)
     }
 
