@@ -146,7 +146,16 @@ pub(crate) fn classify_trap(error: &wasmtime::Error, state: &CallState) -> Plugi
     {
         return PluginFault::Busy(one_line(error));
     }
-    let mut detail = one_line(error);
+    // The trap code (or the innermost cause) says what happened; the wasm backtrace
+    // wasmtime attaches is too long for a log field, and the guest's stderr (a panic
+    // message with its location) says more.
+    let mut detail = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => {
+            let root = error.root_cause().to_string();
+            root.split_whitespace().collect::<Vec<_>>().join(" ")
+        }
+    };
     if let Some(stderr) = state.guest_stderr() {
         detail.push_str(" (guest stderr: ");
         detail.push_str(truncate(&stderr, 512));

@@ -183,3 +183,62 @@ pub(crate) fn one_line(error: &wasmtime::Error) -> String {
     let text = format!("{error:#}");
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Threads of this process whose name is the ticker's (truncated to 15 bytes by
+    /// Linux).
+    fn ticker_threads() -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == "hookgate-plugin")
+            .count()
+    }
+
+    #[test]
+    fn ticker_stops_when_the_engine_is_dropped() {
+        let before = ticker_threads();
+        let engine = PluginEngine::new(PluginLimits {
+            max_instances: 2,
+            ..PluginLimits::default()
+        })
+        .unwrap();
+        assert_eq!(ticker_threads(), before + 1);
+        drop(engine);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while ticker_threads() > before && Instant::now() < deadline {
+            thread::sleep(EPOCH_TICK);
+        }
+        assert_eq!(ticker_threads(), before, "ticker thread still running");
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused() {
+        let bad = [
+            PluginLimits {
+                timeout: Duration::ZERO,
+                ..PluginLimits::default()
+            },
+            PluginLimits {
+                max_instances: 0,
+                ..PluginLimits::default()
+            },
+            PluginLimits {
+                memory_bytes: 1000,
+                ..PluginLimits::default()
+            },
+        ];
+        for limits in bad {
+            assert!(matches!(
+                PluginEngine::new(limits),
+                Err(EngineError::InvalidLimits(_))
+            ));
+        }
+    }
+}
