@@ -264,6 +264,15 @@ impl hookgate::plugin::host::Host for CallState {
 
     fn log(&mut self, level: LogLevel, message: String) {
         let message = super::types::truncate(&message, MAX_LOG_MESSAGE);
+        // A plugin must not forge log lines: control characters (newlines, escapes)
+        // become spaces.
+        let cleaned;
+        let message = if message.contains(char::is_control) {
+            cleaned = message.replace(char::is_control, " ");
+            cleaned.as_str()
+        } else {
+            message
+        };
         let plugin = &*self.plugin;
         let correlation_id = self.correlation_id.as_str();
         match level {
@@ -354,6 +363,48 @@ mod tests {
             hex::encode(s.sha256(b"abc".to_vec())),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn log_lines_carry_plugin_and_correlation_id_and_cannot_be_forged() {
+        use std::sync::Mutex;
+        let captured = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = Arc::clone(&captured);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || WriteTo(Arc::clone(&sink)))
+            .finish();
+        let mut s = state(&[]);
+        tracing::subscriber::with_default(subscriber, || {
+            s.log(
+                LogLevel::Warn,
+                format!("hello\nFORGED line {}", "x".repeat(5000)),
+            );
+        });
+        let text = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains("plugin=\"t\""), "{text}");
+        assert!(text.contains("correlation_id=\"cid\""), "{text}");
+        assert!(text.contains("hello FORGED line"), "{text}");
+        assert!(
+            text.len() < MAX_LOG_MESSAGE + 300,
+            "not truncated: {} bytes",
+            text.len()
+        );
+    }
+
+    struct WriteTo(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for WriteTo {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]
