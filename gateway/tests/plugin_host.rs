@@ -703,3 +703,44 @@ fn overhead_report() {
         samples[samples.len() * 99 / 100]
     );
 }
+
+#[test]
+fn sleeping_is_refused_at_once_not_waited_out() {
+    let started = Instant::now();
+    let out = run(
+        chaos(),
+        &request(b"k", b"{}"),
+        &[b"k".to_vec()],
+        &settings(&[("verify_mode", "sleep")]),
+    );
+    match out {
+        Err(PluginFault::Trap(detail)) => assert!(detail.contains("may not sleep"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "slept: {:?}",
+        started.elapsed()
+    );
+    assert_ok_call(chaos());
+}
+
+#[test]
+fn wasi_wall_clock_tells_the_same_time_as_now() {
+    let out = run(
+        chaos(),
+        &request(b"k", b"{}"),
+        &[b"k".to_vec()],
+        &settings(&[("map_mode", "wall-clock")]),
+    );
+    match out {
+        Ok(Processed::Verified {
+            mapped: Ok(MapOutcome::Events(m)),
+            ..
+        }) => {
+            // `run` overrides the clock with 1_700_000_000.
+            assert_eq!(m.events[0].subject.as_deref(), Some("1700000000"));
+        }
+        other => panic!("{other:?}"),
+    }
+}

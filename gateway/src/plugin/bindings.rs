@@ -3,14 +3,14 @@
 //! may call.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -164,16 +164,58 @@ impl WasiView for CallState {
         // The default context has no preopens, no environment, no arguments, no network
         // and no inherited stdio: linking WASI satisfies std's imports, nothing more.
         let stderr = &mut self.stderr;
+        let now = Duration::from_secs(u64::try_from(now_seconds(self.now_override)).unwrap_or(0));
         let ctx = self.wasi.get_or_insert_with(|| {
             let pipe = MemoryOutputPipe::new(GUEST_STDERR_CAPACITY);
             *stderr = Some(pipe.clone());
-            WasiCtx::builder().stderr(pipe).build()
+            WasiCtx::builder()
+                .stderr(pipe)
+                // The contract grants no clock beyond `now`: WASI's clocks tell the same
+                // second (honouring the override) and a monotonic time that stands still.
+                .wall_clock(FixedWallClock(now))
+                .monotonic_clock(FrozenMonotonicClock)
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build()
         });
         WasiCtxView {
             ctx,
             table: &mut self.table,
         }
     }
+}
+
+struct FixedWallClock(Duration);
+
+impl HostWallClock for FixedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+struct FrozenMonotonicClock;
+
+impl HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The time a plugin sees: the override, or the system clock in whole seconds.
+fn now_seconds(now_override: Option<i64>) -> i64 {
+    now_override.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    })
 }
 
 impl hookgate::plugin::types::Host for CallState {}
@@ -254,12 +296,7 @@ impl hookgate::plugin::host::Host for CallState {
     }
 
     fn now_unix_seconds(&mut self) -> i64 {
-        self.now_override.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-                .unwrap_or(0)
-        })
+        now_seconds(self.now_override)
     }
 
     fn log(&mut self, level: LogLevel, message: String) {

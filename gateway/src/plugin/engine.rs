@@ -6,8 +6,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p2::DynPollable;
 
 use super::bindings::{CallState, SourcePlugin};
 
@@ -143,6 +144,7 @@ impl PluginEngine {
             .map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
         SourcePlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
+        forbid_waiting(&mut linker).map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
 
         let (stop, stopped) = mpsc::channel::<()>();
         let ticking = engine.clone();
@@ -177,6 +179,30 @@ impl PluginEngine {
         &self.shared.limits
     }
 }
+
+/// Replaces WASI's clock subscriptions with traps. Waiting happens in host code, where
+/// the epoch deadline cannot interrupt it: a plugin that sleeps would hold its thread for
+/// as long as it asked. A source plugin has nothing to wait for.
+fn forbid_waiting(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clocks = linker.instance(MONOTONIC_CLOCK)?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clocks.func_wrap(
+            name,
+            |_store, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+                Err(wasmtime::format_err!(
+                    "plugins may not sleep or wait (wasi:clocks/monotonic-clock subscriptions are refused)"
+                ))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The monotonic-clock interface as wasmtime-wasi 48 names it; guests importing an older
+/// 0.2.x resolve to it.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// Renders an error and its causes on one line, for logs and operator messages.
 pub(crate) fn one_line(error: &wasmtime::Error) -> String {

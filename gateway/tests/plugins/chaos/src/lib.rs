@@ -9,6 +9,8 @@
 //! - `loop`: never returns. `alloc`: allocates without bound. `trap`: panics.
 //! - `bad-handle`: verify asks for an HMAC under a handle that does not exist.
 //! - `bad-secret`: verify claims a secret handle that was never handed out.
+//! - `sleep` (verify): sleeps for 30 s through WASI, which the host must refuse.
+//! - `wall-clock` (map): returns std's `SystemTime::now()` seconds as the event subject.
 //! - `leak` (map): keeps the body in a `static` and returns the previous one, which must
 //!   always be empty when every webhook gets a fresh instance.
 //! - `bad-event` (map): returns an event type the host must refuse.
@@ -103,6 +105,10 @@ impl Guest for Chaos {
             "bad-secret" => Ok(Verified {
                 secret: Some(u32::MAX - 1),
             }),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Err(VerifyError::Rejected("slept".to_string()))
+            }
             _ => {
                 let Some(sig) = header(&request, "x-sig") else {
                     return Err(VerifyError::MissingSignature("x-sig".to_string()));
@@ -147,6 +153,23 @@ impl Guest for Chaos {
                     events: vec![DomainEvent {
                         event_type: "chaos.leak".to_string(),
                         subject: Some(seen),
+                        data: None,
+                    }],
+                }))
+            }
+            "wall-clock" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                Ok(MapOutcome::Events(Mapping {
+                    idempotency_key: None,
+                    tenant: None,
+                    topic: "clock".to_string(),
+                    occurred_at: None,
+                    events: vec![DomainEvent {
+                        event_type: "chaos.clock".to_string(),
+                        subject: Some(now.to_string()),
                         data: None,
                     }],
                 }))
