@@ -250,10 +250,17 @@ impl hookgate::plugin::host::Host for CallState {
         candidates: Vec<Vec<u8>>,
     ) -> Option<u32> {
         let mut matched = None;
+        // Each secret is tried once however often the plugin repeats its handle: this
+        // loop runs in the host, out of reach of the epoch deadline.
+        let mut tried = vec![false; self.secrets.len()];
         for handle in secrets {
-            let Some(key) = self.secret(handle) else {
+            let Some(index) = usize::try_from(handle).ok().filter(|&i| i < tried.len()) else {
                 continue;
             };
+            if std::mem::replace(&mut tried[index], true) {
+                continue;
+            }
+            let key = self.secrets[index].as_slice();
             let expected = mac(algorithm, key, &message);
             // Every candidate is compared, match or not, so timing says nothing about
             // which one (or whether any) matched.
@@ -374,6 +381,15 @@ mod tests {
             vec![b"junk".to_vec(), sig],
         );
         assert_eq!(found, Some(1));
+        // Repeated handles are tried once; the first match in the plugin's order wins.
+        let sig_old = mac(HashAlgorithm::Sha512, b"old", b"body");
+        let found = s.hmac_verify(
+            vec![1, 1, 0, 0],
+            HashAlgorithm::Sha512,
+            b"body".to_vec(),
+            vec![sig_old],
+        );
+        assert_eq!(found, Some(0));
         let none = s.hmac_verify(
             vec![0, 1],
             HashAlgorithm::Sha512,

@@ -235,6 +235,11 @@ mod tests {
             ..PluginLimits::default()
         })
         .unwrap();
+        // The thread names itself once it runs: wait for that, within bounds.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while ticker_threads() == before && Instant::now() < deadline {
+            thread::sleep(EPOCH_TICK);
+        }
         assert_eq!(ticker_threads(), before + 1);
         drop(engine);
         let deadline = Instant::now() + Duration::from_secs(2);
