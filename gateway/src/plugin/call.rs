@@ -14,8 +14,9 @@ use super::types::{
     map_outcome_from_wit, truncate, verify_error_from_wit,
 };
 
-/// What one call needs besides the plugin.
-#[derive(Debug, Clone, Copy)]
+/// What one call needs besides the plugin. `Debug` shows how many secrets, never their
+/// values.
+#[derive(Clone, Copy)]
 pub struct CallInput<'a> {
     /// The delivery.
     pub request: &'a WebhookRequest,
@@ -30,8 +31,9 @@ pub struct CallInput<'a> {
     pub correlation_id: &'a str,
 }
 
-/// [`CallInput`] with owned data, to move into a blocking task.
-#[derive(Debug, Clone, Default)]
+/// [`CallInput`] with owned data, to move into a blocking task. `Debug` shows how many
+/// secrets, never their values.
+#[derive(Clone, Default)]
 pub struct OwnedCallInput {
     /// The delivery.
     pub request: WebhookRequest,
@@ -43,6 +45,31 @@ pub struct OwnedCallInput {
     pub now_unix_seconds: Option<i64>,
     /// Tags the plugin's log lines.
     pub correlation_id: String,
+}
+
+fn debug_input(f: &mut fmt::Formatter<'_>, name: &str, input: &CallInput<'_>) -> fmt::Result {
+    f.debug_struct(name)
+        .field("request", input.request)
+        .field(
+            "secrets",
+            &format_args!("<{} redacted>", input.secrets.len()),
+        )
+        .field("settings", input.settings)
+        .field("now_unix_seconds", &input.now_unix_seconds)
+        .field("correlation_id", &input.correlation_id)
+        .finish()
+}
+
+impl fmt::Debug for CallInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_input(f, "CallInput", self)
+    }
+}
+
+impl fmt::Debug for OwnedCallInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_input(f, "OwnedCallInput", &self.as_input())
+    }
 }
 
 impl OwnedCallInput {
@@ -384,6 +411,25 @@ impl std::ops::Deref for Handles {
         match self {
             Self::Inline(n) => &INLINE_HANDLES[..*n],
             Self::Heap(v) => v,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secret_values() {
+        let input = OwnedCallInput {
+            secrets: Arc::from(vec![b"hunter2-secret".to_vec()]),
+            ..OwnedCallInput::default()
+        };
+        for text in [format!("{input:?}"), format!("{:?}", input.as_input())] {
+            assert!(!text.contains("hunter2"), "{text}");
+            // Nor as the byte list `Vec<u8>` would print.
+            assert!(!text.contains("104, 117, 110"), "{text}");
+            assert!(text.contains("<1 redacted>"), "{text}");
         }
     }
 }

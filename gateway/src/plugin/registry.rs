@@ -100,7 +100,8 @@ impl fmt::Debug for PluginRegistry {
 impl PluginRegistry {
     /// Loads the bundled plugins, then every `*.wasm` in `options.dir`. A file overrides
     /// the bundled plugin of the same name; a file whose stem is not its plugin's name is
-    /// an error. Failures are collected per plugin, never fatal to the others.
+    /// an error. Failures are collected per plugin, never fatal to the others (a broken
+    /// `shopify.wasm` leaves the bundled `shopify` in service and shows in `errors()`).
     pub fn build(engine: &PluginEngine, options: &RegistryOptions) -> Self {
         let load = LoadOptions {
             cache_dir: options.cache_dir.clone(),
@@ -140,6 +141,13 @@ impl PluginRegistry {
                     for file in files {
                         match load_file(engine, &file, &load) {
                             Ok(plugin) => {
+                                if plugins.contains_key(plugin.name()) {
+                                    tracing::info!(
+                                        plugin = plugin.name(),
+                                        file = %file.display(),
+                                        "plugin file overrides the bundled plugin"
+                                    );
+                                }
                                 plugins.insert(
                                     plugin.name().to_string(),
                                     Entry {
