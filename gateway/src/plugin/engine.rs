@@ -1,0 +1,275 @@
+//! The one wasmtime engine of the process: configuration (component model, epoch
+//! deadlines, pooling allocator), the epoch ticker thread and the shared linker.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p2::DynPollable;
+
+use super::bindings::{CallState, SourcePlugin};
+
+/// How often the ticker advances the engine's epoch: the granularity of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Resource limits for plugin calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Wall-clock budget of one webhook's calls (tenant-hint, verify and map together),
+    /// enforced to within a few epoch ticks.
+    pub timeout: Duration,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Instances that may be alive at once across all plugins; a call beyond it fails with
+    /// [`PluginFault::Busy`](super::PluginFault::Busy) instead of waiting.
+    pub max_instances: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            // Plugins take microseconds; a second is far beyond any honest plugin yet well
+            // inside the senders' own timeouts (Shopify gives up after 5 s).
+            timeout: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+            max_instances: 256,
+        }
+    }
+}
+
+/// Errors building the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A limit is out of range.
+    #[error("invalid plugin limits: {0}")]
+    InvalidLimits(String),
+    /// wasmtime refused the configuration (for instance, too little address space for the
+    /// pooling allocator).
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Wasmtime(String),
+    /// The epoch ticker thread could not be started.
+    #[error("cannot start the epoch ticker thread: {0}")]
+    Ticker(String),
+}
+
+/// What every plugin of an engine shares; the ticker runs as long as this lives.
+pub(crate) struct EngineShared {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<CallState>,
+    pub(crate) limits: PluginLimits,
+    /// Epoch ticks a call may run before it is interrupted.
+    pub(crate) deadline_ticks: u64,
+    /// Dropping the sender tells the ticker thread to stop.
+    _stop_ticker: mpsc::Sender<()>,
+}
+
+/// The plugin engine: one per process, cheap to clone.
+#[derive(Clone)]
+pub struct PluginEngine {
+    pub(crate) shared: Arc<EngineShared>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine")
+            .field("limits", &self.shared.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Core instances, memories and tables one component may use. A Rust component built by
+/// wasm-component-ld has about three core instances, one memory and two tables; other
+/// toolchains (componentize-py, jco) use more.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 8;
+
+/// Memory kept resident per slot between instances: the guest's stack and the heap a
+/// webhook usually touches.
+const KEEP_RESIDENT_BYTES: usize = 4 << 20;
+const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
+
+impl PluginEngine {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(limits: PluginLimits) -> Result<Self, EngineError> {
+        if limits.timeout.is_zero() {
+            return Err(EngineError::InvalidLimits(
+                "timeout must be above zero".into(),
+            ));
+        }
+        if limits.max_instances == 0 {
+            return Err(EngineError::InvalidLimits(
+                "max_instances must be at least 1".into(),
+            ));
+        }
+        if limits.memory_bytes < (1 << 16) {
+            return Err(EngineError::InvalidLimits(
+                "memory_bytes must be at least one WebAssembly page (65536)".into(),
+            ));
+        }
+
+        let mut pool = PoolingAllocationConfig::new();
+        let n = limits.max_instances;
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            // Plugins run synchronously: no fiber stacks needed.
+            .total_stacks(0)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .max_memory_size(limits.memory_bytes)
+            // A fresh instance per webhook reuses a slot each time; resetting only the
+            // pages the last instance dirtied (PAGEMAP_SCAN, Linux 6.7+) and keeping them
+            // resident spares each webhook dozens of page faults.
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES.min(limits.memory_bytes))
+            .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
+
+        let mut linker = Linker::new(&engine);
+        // A wit-bindgen guest built with std imports WASI p2 interfaces; they are linked
+        // but the context behind them grants nothing (see `CallState`).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
+        SourcePlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
+        forbid_waiting(&mut linker).map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
+
+        let (stop, stopped) = mpsc::channel::<()>();
+        let ticking = engine.clone();
+        thread::Builder::new()
+            .name("hookgate-plugin-epoch".into())
+            .spawn(move || {
+                // Ends when every sender is gone, i.e. when the engine is dropped.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError::Ticker(e.to_string()))?;
+
+        let tick = EPOCH_TICK.as_nanos().max(1);
+        let deadline_ticks = u64::try_from(limits.timeout.as_nanos().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .max(1);
+
+        Ok(Self {
+            shared: Arc::new(EngineShared {
+                engine,
+                linker,
+                limits,
+                deadline_ticks,
+                _stop_ticker: stop,
+            }),
+        })
+    }
+
+    /// The limits this engine enforces.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.shared.limits
+    }
+}
+
+/// Replaces WASI's clock subscriptions with traps. Waiting happens in host code, where
+/// the epoch deadline cannot interrupt it: a plugin that sleeps would hold its thread for
+/// as long as it asked. A source plugin has nothing to wait for.
+fn forbid_waiting(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clocks = linker.instance(MONOTONIC_CLOCK)?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clocks.func_wrap(
+            name,
+            |_store, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+                Err(wasmtime::format_err!(
+                    "plugins may not sleep or wait (wasi:clocks/monotonic-clock subscriptions are refused)"
+                ))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The monotonic-clock interface as wasmtime-wasi 48 names it; guests importing an older
+/// 0.2.x resolve to it.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Renders an error and its causes on one line, for logs and operator messages.
+pub(crate) fn one_line(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Threads of this process whose name is the ticker's (truncated to 15 bytes by
+    /// Linux).
+    fn ticker_threads() -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == "hookgate-plugin")
+            .count()
+    }
+
+    #[test]
+    fn ticker_stops_when_the_engine_is_dropped() {
+        let before = ticker_threads();
+        let engine = PluginEngine::new(PluginLimits {
+            max_instances: 2,
+            ..PluginLimits::default()
+        })
+        .unwrap();
+        // The thread names itself once it runs: wait for that, within bounds.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while ticker_threads() == before && Instant::now() < deadline {
+            thread::sleep(EPOCH_TICK);
+        }
+        assert_eq!(ticker_threads(), before + 1);
+        drop(engine);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while ticker_threads() > before && Instant::now() < deadline {
+            thread::sleep(EPOCH_TICK);
+        }
+        assert_eq!(ticker_threads(), before, "ticker thread still running");
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused() {
+        let bad = [
+            PluginLimits {
+                timeout: Duration::ZERO,
+                ..PluginLimits::default()
+            },
+            PluginLimits {
+                max_instances: 0,
+                ..PluginLimits::default()
+            },
+            PluginLimits {
+                memory_bytes: 1000,
+                ..PluginLimits::default()
+            },
+        ];
+        for limits in bad {
+            assert!(matches!(
+                PluginEngine::new(limits),
+                Err(EngineError::InvalidLimits(_))
+            ));
+        }
+    }
+}

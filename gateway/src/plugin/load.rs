@@ -1,0 +1,312 @@
+//! Loading a plugin: recognise the bytes, compile them (through an on-disk cache of
+//! compiled artifacts), check that the component implements `source-plugin`, build its
+//! `InstancePre` once and ask it who it is.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use super::bindings::{CallState, SourcePluginPre};
+use super::engine::{PluginEngine, one_line};
+use super::types::{Metadata, metadata_from_wit, validate_metadata};
+
+/// Why a plugin could not be loaded. `Display` is one line naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginLoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file (no \\0asm header)")]
+    NotWasm,
+    /// A core module was given where a component is needed.
+    #[error(
+        "a core WebAssembly module, not a component: build the plugin for wasm32-wasip2 (or run it through `wasm-tools component new`)"
+    )]
+    NotAComponent,
+    /// The component does not implement the `source-plugin` world.
+    #[error("not a hookgate source plugin (world hookgate:plugin/source-plugin@0.1.0): {0}")]
+    WrongWorld(String),
+    /// The plugin's metadata is unusable.
+    #[error("bad plugin metadata: {0}")]
+    BadMetadata(String),
+    /// wasmtime could not compile or instantiate the component.
+    #[error("cannot compile the component: {0}")]
+    Compile(String),
+    /// `metadata()` trapped, ran out of time or memory.
+    #[error("metadata() failed: {0}")]
+    MetadataCall(String),
+    /// A plugin directory file is named after another plugin than the one inside it.
+    #[error("file {file} holds plugin {name:?}; name the file {name}.wasm")]
+    NameMismatch {
+        /// The file.
+        file: PathBuf,
+        /// The plugin's metadata name.
+        name: String,
+    },
+}
+
+/// Where a compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompiledFrom {
+    /// Compiled now (and written to the cache, if any).
+    Compiled,
+    /// Read from the on-disk cache of compiled artifacts.
+    Cache,
+}
+
+/// A loaded, validated plugin, ready to serve calls.
+pub struct Plugin {
+    pub(crate) engine: PluginEngine,
+    pub(crate) pre: SourcePluginPre<CallState>,
+    pub(crate) name: Arc<str>,
+    metadata: Metadata,
+    sha256: [u8; 32],
+    size: usize,
+    compiled_from: CompiledFrom,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("metadata", &self.metadata)
+            .field("sha256", &self.sha256_hex())
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// What the plugin said about itself at load.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The plugin's name (from its metadata).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SHA-256 of the component's bytes.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// SHA-256 of the component's bytes, lower-case hex.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// Size of the component, in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether the compiled code came from the cache.
+    pub fn compiled_from(&self) -> CompiledFrom {
+        self.compiled_from
+    }
+}
+
+/// Options for loading.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Directory of compiled artifacts; none compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A cached artifact starts with the SHA-256 of the rest, so a truncated or damaged file
+/// is recognised before wasmtime is asked to map it as code.
+const CHECKSUM_LEN: usize = 32;
+
+impl PluginEngine {
+    /// Loads a plugin from its component bytes, without a compile cache.
+    pub fn load(&self, wasm: &[u8]) -> Result<Arc<Plugin>, PluginLoadError> {
+        self.load_with(wasm, &LoadOptions::default())
+    }
+
+    /// Loads a plugin from its component bytes.
+    pub fn load_with(
+        &self,
+        wasm: &[u8],
+        options: &LoadOptions,
+    ) -> Result<Arc<Plugin>, PluginLoadError> {
+        classify_bytes(wasm)?;
+        let sha256: [u8; 32] = Sha256::digest(wasm).into();
+        let (component, compiled_from) =
+            self.compile(wasm, &sha256, options.cache_dir.as_deref())?;
+
+        let instance_pre = self
+            .shared
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginLoadError::WrongWorld(one_line(&e)))?;
+        let pre = SourcePluginPre::new(instance_pre)
+            .map_err(|e| PluginLoadError::WrongWorld(one_line(&e)))?;
+
+        let metadata = self.call_metadata(&pre)?;
+        validate_metadata(&metadata).map_err(PluginLoadError::BadMetadata)?;
+
+        Ok(Arc::new(Plugin {
+            engine: self.clone(),
+            pre,
+            name: Arc::from(metadata.name.as_str()),
+            metadata,
+            sha256,
+            size: wasm.len(),
+            compiled_from,
+        }))
+    }
+
+    fn call_metadata(&self, pre: &SourcePluginPre<CallState>) -> Result<Metadata, PluginLoadError> {
+        let mut store = self.new_store(Arc::from("(loading)"), "load", None);
+        let fail = |e: wasmtime::Error, store: &Store<CallState>| {
+            PluginLoadError::MetadataCall(super::call::classify_trap(&e, store.data()).to_string())
+        };
+        let instance = match pre.instantiate(&mut store) {
+            Ok(i) => i,
+            Err(e) => return Err(fail(e, &store)),
+        };
+        match instance.call_metadata(&mut store) {
+            Ok(m) => Ok(metadata_from_wit(m)),
+            Err(e) => Err(fail(e, &store)),
+        }
+    }
+
+    pub(crate) fn new_store(
+        &self,
+        plugin: Arc<str>,
+        correlation_id: &str,
+        now: Option<i64>,
+    ) -> Store<CallState> {
+        let shared = &self.shared;
+        let state = CallState::new(plugin, correlation_id, now, shared.limits.memory_bytes);
+        let mut store = Store::new(&shared.engine, state);
+        store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(shared.deadline_ticks);
+        store
+    }
+
+    fn compile(
+        &self,
+        wasm: &[u8],
+        sha256: &[u8; 32],
+        cache_dir: Option<&Path>,
+    ) -> Result<(Component, CompiledFrom), PluginLoadError> {
+        let engine = &self.shared.engine;
+        let Some(dir) = cache_dir else {
+            let c =
+                Component::new(engine, wasm).map_err(|e| PluginLoadError::Compile(one_line(&e)))?;
+            return Ok((c, CompiledFrom::Compiled));
+        };
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let file = dir.join(format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(sha256),
+            hasher.finish()
+        ));
+
+        if let Some(component) = self.read_cached(&file) {
+            return Ok((component, CompiledFrom::Cache));
+        }
+
+        let artifact = engine
+            .precompile_component(wasm)
+            .map_err(|e| PluginLoadError::Compile(one_line(&e)))?;
+        // SAFETY: `artifact` was produced just now by this very engine.
+        let component = unsafe { Component::deserialize(engine, &artifact) }
+            .map_err(|e| PluginLoadError::Compile(one_line(&e)))?;
+        if let Err(e) = write_cached(dir, &file, &artifact) {
+            // The cache only saves time: a read-only or full disk must not stop loading.
+            tracing::warn!(cache = %file.display(), error = %e, "cannot write the plugin compile cache");
+        }
+        Ok((component, CompiledFrom::Compiled))
+    }
+
+    fn read_cached(&self, file: &Path) -> Option<Component> {
+        let bytes = std::fs::read(file).ok()?;
+        if bytes.len() <= CHECKSUM_LEN {
+            return None;
+        }
+        let (sum, artifact) = bytes.split_at(CHECKSUM_LEN);
+        if Sha256::digest(artifact).as_slice() != sum {
+            tracing::warn!(cache = %file.display(), "ignoring a damaged plugin compile cache file");
+            return None;
+        }
+        // SAFETY: wasmtime runs a deserialized artifact as native code without checking
+        // it. The file's checksum matches, and its name binds it to these exact component
+        // bytes and to this engine's compatibility hash; the cache directory is trusted
+        // like the gateway binary itself (ops own it, plugins cannot reach it).
+        match unsafe { Component::deserialize(&self.shared.engine, artifact) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(cache = %file.display(), error = %one_line(&e), "ignoring an unusable plugin compile cache file");
+                None
+            }
+        }
+    }
+}
+
+fn write_cached(dir: &Path, file: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut contents = Vec::with_capacity(CHECKSUM_LEN + artifact.len());
+    contents.extend_from_slice(&Sha256::digest(artifact));
+    contents.extend_from_slice(artifact);
+    // Written aside then renamed, so a concurrent loader never reads half a file.
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        file.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("artifact"),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&tmp, &contents)?;
+    std::fs::rename(&tmp, file).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Tells components from core modules and from non-WebAssembly bytes by their preamble.
+fn classify_bytes(wasm: &[u8]) -> Result<(), PluginLoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        return Err(PluginLoadError::NotWasm);
+    }
+    // Bytes 4..6 are the version, 6..8 the layer: 0 for core modules, 1 for components.
+    match wasm[6..8] {
+        [0, 0] => Err(PluginLoadError::NotAComponent),
+        [1, 0] => Ok(()),
+        _ => Err(PluginLoadError::Compile("unknown WebAssembly layer".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preamble_classification() {
+        assert!(matches!(classify_bytes(b""), Err(PluginLoadError::NotWasm)));
+        assert!(matches!(
+            classify_bytes(b"{\"json\": 1}"),
+            Err(PluginLoadError::NotWasm)
+        ));
+        assert!(matches!(
+            classify_bytes(b"\0asm\x01\0\0\0"),
+            Err(PluginLoadError::NotAComponent)
+        ));
+        assert!(classify_bytes(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

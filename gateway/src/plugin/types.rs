@@ -1,0 +1,497 @@
+//! The gateway's own view of what plugins take and return, mirroring the WIT types, so
+//! nothing outside `plugin` depends on generated bindings; plus the checks the host makes
+//! on what a plugin returns.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::bindings::wit;
+
+/// A source's free-form settings handed to its plugin, as (key, value) pairs.
+pub type Settings = Vec<(String, String)>;
+
+/// One webhook delivery as the plugin sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookRequest {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// The topic segment of the URL, percent-decoded.
+    pub topic: Option<String>,
+    /// The raw query string without `?`.
+    pub query: Option<String>,
+    /// Headers in arrival order, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+/// Who a plugin is, as it declared itself at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Short lower-case name.
+    pub name: String,
+    /// Semantic version.
+    pub version: String,
+    /// One line for operators.
+    pub description: String,
+    /// How long the sender retries a delivery, in hours.
+    pub retry_window_hours: u32,
+}
+
+/// Why a delivery is not authentic (the plugin's own answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The signature is absent.
+    MissingSignature(String),
+    /// The signature cannot be parsed.
+    MalformedSignature(String),
+    /// No configured secret produces this signature.
+    Mismatch(String),
+    /// The signature's timestamp is outside the tolerance.
+    Expired(String),
+    /// Any other reason.
+    Rejected(String),
+}
+
+impl VerifyError {
+    /// A stable machine code for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingSignature(_) => "missing_signature",
+            Self::MalformedSignature(_) => "malformed_signature",
+            Self::Mismatch(_) => "signature_mismatch",
+            Self::Expired(_) => "signature_expired",
+            Self::Rejected(_) => "rejected",
+        }
+    }
+
+    /// The plugin's explanation.
+    pub fn detail(&self) -> &str {
+        match self {
+            Self::MissingSignature(s)
+            | Self::MalformedSignature(s)
+            | Self::Mismatch(s)
+            | Self::Expired(s)
+            | Self::Rejected(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            Self::MissingSignature(_) => "missing signature",
+            Self::MalformedSignature(_) => "malformed signature",
+            Self::Mismatch(_) => "signature mismatch",
+            Self::Expired(_) => "signature expired",
+            Self::Rejected(_) => "rejected",
+        };
+        write!(f, "{what}: {}", self.detail())
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Why a verified webhook cannot be mapped (the plugin's own answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapError {
+    /// The plugin does not know this topic.
+    UnsupportedTopic(String),
+    /// The body is not what the source sends.
+    MalformedPayload(String),
+    /// A needed header or field is absent.
+    MissingField(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl MapError {
+    /// A stable machine code for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnsupportedTopic(_) => "unsupported_topic",
+            Self::MalformedPayload(_) => "malformed_payload",
+            Self::MissingField(_) => "missing_field",
+            Self::Other(_) => "other",
+        }
+    }
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedTopic(s) => write!(f, "unsupported topic: {s}"),
+            Self::MalformedPayload(s) => write!(f, "malformed payload: {s}"),
+            Self::MissingField(s) => write!(f, "missing field: {s}"),
+            Self::Other(s) => write!(f, "map failed: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for MapError {}
+
+/// When something happened, as the plugin said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timestamp {
+    /// Seconds since the Unix epoch.
+    UnixSeconds(i64),
+    /// An RFC 3339 date-time, checked by the host to parse.
+    Rfc3339(String),
+}
+
+impl Timestamp {
+    /// The instant as a UTC date-time (both forms were checked when the plugin returned).
+    pub fn to_utc(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Self::UnixSeconds(s) => chrono::DateTime::from_timestamp(*s, 0),
+            Self::Rfc3339(s) => chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        }
+    }
+}
+
+/// One domain event derived from a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainEvent {
+    /// Dot-separated type, safe as a NATS subject part.
+    pub event_type: String,
+    /// The entity the event is about.
+    pub subject: Option<String>,
+    /// JSON text; none means the raw body.
+    pub data: Option<String>,
+}
+
+/// What a webhook means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// The source's duplicate marker; none means the body's SHA-256.
+    pub idempotency_key: Option<String>,
+    /// The tenant the webhook belongs to.
+    pub tenant: Option<String>,
+    /// The normalised topic.
+    pub topic: String,
+    /// When the source says the event occurred.
+    pub occurred_at: Option<Timestamp>,
+    /// The events to publish, in order.
+    pub events: Vec<DomainEvent>,
+}
+
+/// A response to send as is instead of storing the webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    /// HTTP status, 200-299.
+    pub status: u16,
+    /// The body's content type.
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The result of a successful `map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapOutcome {
+    /// Store the webhook and publish these events.
+    Events(Mapping),
+    /// Answer with this response; store nothing.
+    Respond(Handshake),
+}
+
+/// Longest text the host accepts in an identifier-like field from a plugin.
+const MAX_FIELD: usize = 1024;
+
+pub(crate) fn metadata_from_wit(m: wit::Metadata) -> Metadata {
+    Metadata {
+        name: m.name,
+        version: m.version,
+        description: m.description,
+        retry_window_hours: m.retry_window_hours,
+    }
+}
+
+/// Checks what a plugin says about itself: a name usable in config and file names, a
+/// semantic version and a one-line description.
+pub(crate) fn validate_metadata(m: &Metadata) -> Result<(), String> {
+    let name_ok = !m.name.is_empty()
+        && m.name.len() <= 64
+        && m.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && m.name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(format!(
+            "name {:?} must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter",
+            m.name
+        ));
+    }
+    if !is_semver(&m.version) {
+        return Err(format!(
+            "version {:?} is not a semantic version (like 1.2.0)",
+            m.version
+        ));
+    }
+    if m.description.trim().is_empty() {
+        return Err("description is empty".into());
+    }
+    if m.description.len() > MAX_FIELD || m.description.contains(['\n', '\r']) {
+        return Err("description must be one line of at most 1024 bytes".into());
+    }
+    Ok(())
+}
+
+/// `MAJOR.MINOR.PATCH` with optional `-pre` and `+build` parts (SemVer 2.0.0).
+fn is_semver(v: &str) -> bool {
+    let (v, build) = match v.split_once('+') {
+        Some((v, b)) => (v, Some(b)),
+        None => (v, None),
+    };
+    let (core, pre) = match v.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (v, None),
+    };
+    let numeric = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+    };
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|part| {
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| numeric(p))
+        && pre.is_none_or(ident)
+        && build.is_none_or(ident)
+}
+
+pub(crate) fn verify_error_from_wit(e: wit::VerifyError) -> VerifyError {
+    match e {
+        wit::VerifyError::MissingSignature(s) => VerifyError::MissingSignature(s),
+        wit::VerifyError::MalformedSignature(s) => VerifyError::MalformedSignature(s),
+        wit::VerifyError::Mismatch(s) => VerifyError::Mismatch(s),
+        wit::VerifyError::Expired(s) => VerifyError::Expired(s),
+        wit::VerifyError::Rejected(s) => VerifyError::Rejected(s),
+    }
+}
+
+pub(crate) fn map_error_from_wit(e: wit::MapError) -> MapError {
+    match e {
+        wit::MapError::UnsupportedTopic(s) => MapError::UnsupportedTopic(s),
+        wit::MapError::MalformedPayload(s) => MapError::MalformedPayload(s),
+        wit::MapError::MissingField(s) => MapError::MissingField(s),
+        wit::MapError::Other(s) => MapError::Other(s),
+    }
+}
+
+/// Converts and checks a plugin's `map` result; the error says what is wrong with it.
+pub(crate) fn map_outcome_from_wit(o: wit::MapOutcome) -> Result<MapOutcome, String> {
+    match o {
+        wit::MapOutcome::Events(m) => {
+            if let Some(key) = &m.idempotency_key {
+                check_text("idempotency key", key)?;
+            }
+            if let Some(tenant) = &m.tenant {
+                check_text("tenant", tenant)?;
+            }
+            check_text("topic", &m.topic)?;
+            let occurred_at = match m.occurred_at {
+                None => None,
+                Some(wit::Timestamp::UnixSeconds(s)) => {
+                    if chrono::DateTime::from_timestamp(s, 0).is_none() {
+                        return Err(format!("occurred-at {s} is out of range"));
+                    }
+                    Some(Timestamp::UnixSeconds(s))
+                }
+                Some(wit::Timestamp::Rfc3339(s)) => {
+                    if chrono::DateTime::parse_from_rfc3339(&s).is_err() {
+                        return Err(format!(
+                            "occurred-at {:?} is not RFC 3339",
+                            truncate(&s, 64)
+                        ));
+                    }
+                    Some(Timestamp::Rfc3339(s))
+                }
+            };
+            let mut events = Vec::with_capacity(m.events.len());
+            for e in m.events {
+                check_event_type(&e.event_type)?;
+                if let Some(subject) = &e.subject {
+                    check_text("event subject", subject)?;
+                }
+                events.push(DomainEvent {
+                    event_type: e.event_type,
+                    subject: e.subject,
+                    data: e.data,
+                });
+            }
+            Ok(MapOutcome::Events(Mapping {
+                idempotency_key: m.idempotency_key,
+                tenant: m.tenant,
+                topic: m.topic,
+                occurred_at,
+                events,
+            }))
+        }
+        wit::MapOutcome::Respond(h) => {
+            if !(200..=299).contains(&h.status) {
+                return Err(format!("handshake status {} is not 2xx", h.status));
+            }
+            if h.content_type.is_empty()
+                || h.content_type.len() > MAX_FIELD
+                || h.content_type.chars().any(|c| c.is_control())
+            {
+                return Err("handshake content-type is empty or not a header value".into());
+            }
+            Ok(MapOutcome::Respond(Handshake {
+                status: h.status,
+                content_type: h.content_type,
+                body: h.body,
+            }))
+        }
+    }
+}
+
+fn check_text(what: &str, value: &str) -> Result<(), String> {
+    if value.len() > MAX_FIELD {
+        return Err(format!("{what} is longer than {MAX_FIELD} bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{what} contains control characters"));
+    }
+    Ok(())
+}
+
+/// Event types become NATS subject tokens: dot-separated, no empty token, no spaces or
+/// wildcards.
+fn check_event_type(t: &str) -> Result<(), String> {
+    let ok = !t.is_empty()
+        && t.len() <= 255
+        && t.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "event type {:?} is not a dot-separated name without spaces, '*' or '>'",
+            truncate(t, 64)
+        ))
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, version: &str, description: &str) -> Metadata {
+        Metadata {
+            name: name.into(),
+            version: version.into(),
+            description: description.into(),
+            retry_window_hours: 48,
+        }
+    }
+
+    #[test]
+    fn metadata_accepts_a_sane_plugin() {
+        assert!(validate_metadata(&meta("shopify", "1.2.0", "Shopify webhooks")).is_ok());
+        assert!(validate_metadata(&meta("my-src_2", "0.1.0-rc.1+build.5", "x")).is_ok());
+    }
+
+    #[test]
+    fn metadata_refuses_bad_names() {
+        for name in ["", "Shopify", "1abc", "sho pify", "a/b", &"a".repeat(65)] {
+            let err = validate_metadata(&meta(name, "1.0.0", "d")).unwrap_err();
+            assert!(err.contains("name"), "{name:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn metadata_refuses_bad_versions() {
+        for version in [
+            "", "1", "1.0", "v1.0.0", "1.0.0.0", "01.0.0", "1.0.0-", "1.0.x",
+        ] {
+            let err = validate_metadata(&meta("ok", version, "d")).unwrap_err();
+            assert!(err.contains("version"), "{version:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn metadata_refuses_empty_or_multiline_descriptions() {
+        assert!(validate_metadata(&meta("ok", "1.0.0", "  ")).is_err());
+        assert!(validate_metadata(&meta("ok", "1.0.0", "a\nb")).is_err());
+    }
+
+    #[test]
+    fn event_types_must_be_subject_safe() {
+        assert!(check_event_type("order.created").is_ok());
+        for bad in ["", "a..b", ".a", "a b", "a.*", "a.>", "a\tb"] {
+            assert!(check_event_type(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn map_outcome_checks_timestamps_and_handshakes() {
+        let mapping = |occurred_at| {
+            wit::MapOutcome::Events(wit::Mapping {
+                idempotency_key: None,
+                tenant: None,
+                topic: "t".into(),
+                occurred_at,
+                events: vec![],
+            })
+        };
+        assert!(
+            map_outcome_from_wit(mapping(Some(wit::Timestamp::Rfc3339(
+                "2025-11-24T15:20:00.000Z".into()
+            ))))
+            .is_ok()
+        );
+        assert!(
+            map_outcome_from_wit(mapping(Some(wit::Timestamp::Rfc3339("yesterday".into()))))
+                .is_err()
+        );
+        assert!(
+            map_outcome_from_wit(mapping(Some(wit::Timestamp::UnixSeconds(i64::MAX)))).is_err()
+        );
+        let respond = |status| {
+            wit::MapOutcome::Respond(wit::Handshake {
+                status,
+                content_type: "text/plain".into(),
+                body: vec![],
+            })
+        };
+        assert!(map_outcome_from_wit(respond(200)).is_ok());
+        assert!(map_outcome_from_wit(respond(302)).is_err());
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    #[test]
+    fn verify_error_display_names_the_kind() {
+        let e = VerifyError::Mismatch("no secret".into());
+        assert_eq!(e.to_string(), "signature mismatch: no secret");
+        assert_eq!(e.code(), "signature_mismatch");
+    }
+}
