@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -16,7 +15,7 @@ use crate::http::{self, HttpLimits, State};
 use crate::ingest::batch::BatchWriter;
 use crate::ingest::{Pipeline, SourceRuntime, SourceTable};
 use crate::metrics::Metrics;
-use crate::plugin::{PluginEngine, PluginLimits, PluginRegistry};
+use crate::plugin::{PluginEngine, PluginLimits, PluginRegistry, RegistryOptions};
 use crate::publish::relay::{Relay, RelayConfig};
 use crate::publish::{self, BusOptions};
 use crate::{dedupe, store};
@@ -56,17 +55,23 @@ impl Gateway {
         .await
         .context("bus")?;
 
-        let engine = Arc::new(
-            PluginEngine::new(PluginLimits {
-                timeout: Duration::from_millis(config.plugins.timeout_ms),
-                memory_bytes: config.plugins.memory_mb as usize * 1024 * 1024,
-                ..PluginLimits::default()
-            }, Some(config.plugins.cache_dir.clone()))
-            .context("plugin engine")?,
-        );
-        let plugins = Arc::new(PluginRegistry::load(&engine, Some(&config.plugins.dir)));
-        for (file, error) in plugins.errors() {
-            tracing::error!(%file, %error, "plugin failed to load");
+        let engine = PluginEngine::new(PluginLimits {
+            timeout: config.plugins.timeout(),
+            memory_bytes: usize::try_from(config.plugins.memory_bytes()).unwrap_or(usize::MAX),
+            ..PluginLimits::default()
+        })
+        .context("plugin engine")?;
+        let plugin_dir = config.plugins.dir.is_dir().then(|| config.plugins.dir.clone());
+        let plugins = Arc::new(PluginRegistry::build(
+            &engine,
+            &RegistryOptions {
+                dir: plugin_dir,
+                cache_dir: Some(config.plugins.cache_dir.clone()),
+                skip_bundled: false,
+            },
+        ));
+        for error in plugins.errors() {
+            tracing::error!(%error, "plugin failed to load");
         }
         let sources = bind_sources(config, &plugins)?;
 
@@ -132,6 +137,7 @@ fn bind_sources(config: &Config, plugins: &PluginRegistry) -> anyhow::Result<Sou
         let plugin_name = source.plugin_name(name);
         let plugin = plugins
             .get(plugin_name)
+            .cloned()
             .with_context(|| format!("sources.{name}.plugin: no plugin named \"{plugin_name}\" is loaded"))?;
         let retry_window = plugin.metadata().retry_window_hours;
         table.insert(

@@ -130,7 +130,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("storage is up to date ({})", store.kind());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugins { command: PluginsCommand::Check { file } } => match plugin::check_file(&file) {
+        Command::Plugins { command: PluginsCommand::Check { file } } => {
+            let engine = plugin::PluginEngine::new(plugin::PluginLimits::default())?;
+            match plugin::check_file(&engine, &file) {
             Ok(report) => {
                 println!("{report}");
                 Ok(ExitCode::SUCCESS)
@@ -139,7 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("hookgate: {}: {error}", file.display());
                 Ok(ExitCode::FAILURE)
             }
-        },
+            }
+        }
         Command::Plugins { command: PluginsCommand::Export { dir } } => {
             for path in plugin::export_bundled(&dir)? {
                 println!("{}", path.display());

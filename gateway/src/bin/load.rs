@@ -229,7 +229,7 @@ async fn stream_count(url: &str, stream: &str) -> u64 {
 async fn cleanup(args: &Args, schema: &str, stream: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&args.database_url).await {
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&mut conn).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))).execute(&mut conn).await;
     }
     if let Ok(client) = async_nats::connect(&args.nats_url).await {
         let _ = async_nats::jetstream::new(client).delete_stream(stream).await;

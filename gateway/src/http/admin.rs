@@ -52,7 +52,6 @@ pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> Ht
         (["webhooks"], &Method::GET) => list_webhooks(state, &query).await,
         (["webhooks", id], &Method::GET) => get_webhook(state, id).await,
         (["plugins"], &Method::GET) => Ok(list_plugins(state)),
-        (["webhooks" | "plugins"], _) | (["webhooks", _], _) => return method_not_allowed("GET"),
         (["webhooks", _, "replay"] | ["webhooks", "replay"] | ["dlq"] | ["dlq", "replay"] | ["reload"], _) => {
             Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
@@ -60,6 +59,7 @@ pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> Ht
                 "replay, the dead-letter queue and reload are not implemented yet",
             ))
         }
+        (["webhooks" | "plugins"], _) | (["webhooks", _], _) => return method_not_allowed("GET"),
         _ => Err(ApiError::not_found()),
     };
     result.unwrap_or_else(ApiError::into_response)
@@ -175,7 +175,7 @@ fn list_plugins(state: &State) -> HttpResponse {
                 "name": plugin.name,
                 "version": plugin.version,
                 "sha256": plugin.sha256,
-                "origin": plugin.origin,
+                "origin": plugin.origin.to_string(),
                 "sources": bound,
             })
         })
@@ -184,7 +184,7 @@ fn list_plugins(state: &State) -> HttpResponse {
         .plugins
         .errors()
         .iter()
-        .map(|(file, error)| json!({ "file": file, "error": error }))
+        .map(|error| json!({ "origin": error.origin.to_string(), "error": error.to_string() }))
         .collect();
     json_response(StatusCode::OK, &json!({ "plugins": plugins, "load_errors": errors }))
 }

@@ -49,7 +49,7 @@ pub async fn full(state: &State) -> HttpResponse {
                 "name": plugin.name,
                 "version": plugin.version,
                 "sha256": plugin.sha256,
-                "origin": plugin.origin,
+                "origin": plugin.origin.to_string(),
                 "sources": bound,
                 "status": "ok",
             })
@@ -59,7 +59,7 @@ pub async fn full(state: &State) -> HttpResponse {
         .plugins
         .errors()
         .iter()
-        .map(|(file, error)| json!({ "file": file, "error": error }))
+        .map(|error| json!({ "origin": error.origin.to_string(), "error": error.to_string() }))
         .collect();
     let outbox = match stats {
         Ok(Ok(stats)) => json!({ "status": "ok", "backlog": stats.pending, "dlq": stats.dead }),

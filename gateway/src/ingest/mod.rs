@@ -28,7 +28,7 @@ pub struct SourceRuntime {
     pub plugin: Arc<Plugin>,
     /// Secret values; the plugin sees only their positions as handles.
     pub secrets: Vec<Vec<u8>>,
-    pub settings: Vec<(String, String)>,
+    pub settings: crate::plugin::Settings,
     pub dedupe_ttl: Duration,
 }
 
@@ -131,9 +131,9 @@ impl Pipeline {
         result
     }
 
-    async fn run(&self, delivery: Delivery) -> Result<Ingested, IngestError> {
+    async fn run(&self, mut delivery: Delivery) -> Result<Ingested, IngestError> {
         let source = self.sources().get(&delivery.source).cloned().ok_or(IngestError::UnknownSource)?;
-        let request = Arc::new(delivery.request);
+        let request = Arc::new(std::mem::take(&mut delivery.request));
         let processed = self.call_plugin(&source, request.clone(), &delivery.correlation_id).await?;
         let (mapped, matched_secret) = match processed {
             Processed::Rejected(error) => {
@@ -201,6 +201,7 @@ impl Pipeline {
             PluginFault::OutOfMemory => "out_of_memory",
             PluginFault::Trap(_) => "trap",
             PluginFault::Invalid(_) => "invalid_output",
+            PluginFault::Busy(_) => "busy",
         };
         self.metrics
             .plugin_failures
@@ -219,7 +220,7 @@ impl Pipeline {
         let occurred = mapping
             .occurred_at
             .as_ref()
-            .and_then(timestamp_to_utc)
+            .and_then(Timestamp::to_utc)
             .unwrap_or(delivery.received_at);
         let metadata = source.plugin.metadata();
         let plugin = format!("{}@{}", metadata.name, metadata.version);
@@ -411,13 +412,6 @@ fn event_id(entry_id: Uuid, seq: usize) -> String {
     Uuid::new_v5(&entry_id, format!("event/{seq}").as_bytes()).to_string()
 }
 
-fn timestamp_to_utc(timestamp: &Timestamp) -> Option<DateTime<Utc>> {
-    match timestamp {
-        Timestamp::UnixSeconds(seconds) => DateTime::from_timestamp(*seconds, 0),
-        Timestamp::Rfc3339(text) => DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,16 +432,4 @@ mod tests {
         );
     }
 
-    #[test]
-    fn timestamps_parse_both_forms() {
-        assert_eq!(
-            timestamp_to_utc(&Timestamp::UnixSeconds(1_764_000_000)).map(|t| t.to_rfc3339()),
-            Some("2025-11-24T16:00:00+00:00".to_owned())
-        );
-        assert_eq!(
-            timestamp_to_utc(&Timestamp::Rfc3339("2025-11-24T15:20:00.000Z".into())).map(|t| t.timestamp()),
-            Some(1_763_997_600)
-        );
-        assert_eq!(timestamp_to_utc(&Timestamp::Rfc3339("yesterday".into())), None);
-    }
 }

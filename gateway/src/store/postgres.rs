@@ -207,6 +207,10 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut migrator = super::migrations::migrator(super::migrations::POSTGRES)?;
         // The migrator creates the schema after taking its advisory lock, so two gateways

@@ -93,6 +93,10 @@ async fn create_dir(dir: &Path) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = super::migrations::migrator(super::migrations::SQLITE)?;
         // sqlx takes no lock on SQLite, so two processes starting on the same file would

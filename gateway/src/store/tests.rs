@@ -936,10 +936,10 @@ async fn sqlite_in_memory_works() {
 #[tokio::test]
 async fn connect_picks_backend_from_url() {
     assert!(matches!(
-        super::connect("mysql://x").await.err(),
+        super::connect("mysql://x", "hookgate").await.err(),
         Some(StoreError::BadUrl(_))
     ));
-    let store = super::connect("sqlite::memory:").await.expect("sqlite url");
+    let store = super::connect("sqlite::memory:", "hookgate").await.expect("sqlite url");
     store.migrate().await.expect("migrate");
     store.ping().await.expect("ping");
 }

@@ -287,7 +287,7 @@ pub async fn delete_stream(stream: &str) {
 pub async fn drop_schema(schema: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&mut conn).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))).execute(&mut conn).await;
     }
 }
 
@@ -393,11 +393,11 @@ impl Cuttable {
 
     /// Drops every connection and refuses new ones.
     pub fn cut(&self) {
-        let _ = self.cut.send(true);
+        self.cut.send_replace(true);
     }
 
     pub fn restore(&self) {
-        let _ = self.cut.send(false);
+        self.cut.send_replace(false);
     }
 }
 
