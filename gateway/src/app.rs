@@ -42,7 +42,9 @@ impl Gateway {
             .await
             .context("storage")?;
         store.migrate().await.context("storage migrations")?;
-        let dedupe = dedupe::connect(config.dedupe.url.expose()).await.context("dedupe")?;
+        let dedupe = dedupe::connect(config.dedupe.url.expose())
+            .await
+            .context("dedupe")?;
         let sink = publish::connect(
             config.bus.url.expose(),
             &BusOptions {
@@ -61,7 +63,11 @@ impl Gateway {
             ..PluginLimits::default()
         })
         .context("plugin engine")?;
-        let plugin_dir = config.plugins.dir.is_dir().then(|| config.plugins.dir.clone());
+        let plugin_dir = config
+            .plugins
+            .dir
+            .is_dir()
+            .then(|| config.plugins.dir.clone());
         let plugins = Arc::new(PluginRegistry::build(
             &engine,
             &RegistryOptions {
@@ -118,7 +124,13 @@ impl Gateway {
         let local_addr = listener.local_addr()?;
         let server = tokio::spawn(http::server::serve(listener, state.clone(), shutdown_rx));
         tracing::info!(%local_addr, sources = ?state.pipeline.sources().keys().collect::<Vec<_>>(), "hookgate listening");
-        Ok(Self { local_addr, state, shutdown, server, relay })
+        Ok(Self {
+            local_addr,
+            state,
+            shutdown,
+            server,
+            relay,
+        })
     }
 
     /// Stops accepting, lets requests in flight finish, then lets the relay publish what
@@ -135,17 +147,24 @@ fn bind_sources(config: &Config, plugins: &PluginRegistry) -> anyhow::Result<Sou
     let mut table = HashMap::new();
     for (name, source) in config.enabled_sources() {
         let plugin_name = source.plugin_name(name);
-        let plugin = plugins
-            .get(plugin_name)
-            .cloned()
-            .with_context(|| format!("sources.{name}.plugin: no plugin named \"{plugin_name}\" is loaded"))?;
+        let plugin = plugins.get(plugin_name).cloned().with_context(|| {
+            format!("sources.{name}.plugin: no plugin named \"{plugin_name}\" is loaded")
+        })?;
         let retry_window = plugin.metadata().retry_window_hours;
         table.insert(
             name.to_owned(),
             Arc::new(SourceRuntime {
                 name: name.to_owned(),
-                secrets: source.secrets.iter().map(|s| s.expose().as_bytes().to_vec()).collect(),
-                settings: source.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                secrets: source
+                    .secrets
+                    .iter()
+                    .map(|s| s.expose().as_bytes().to_vec())
+                    .collect(),
+                settings: source
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 dedupe_ttl: config.dedupe_ttl_for(name, retry_window),
                 plugin,
             }),

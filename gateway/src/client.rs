@@ -54,16 +54,29 @@ impl HttpClient {
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let response = self.inner.request(request.body(Full::new(Bytes::from(body)))?).await?;
+        let response = self
+            .inner
+            .request(request.body(Full::new(Bytes::from(body)))?)
+            .await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await?.to_bytes();
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     pub async fn post_webhook(&self, base: &str, webhook: &SignedWebhook) -> anyhow::Result<Reply> {
         let url = format!("{}{}", base.trim_end_matches('/'), webhook.path);
-        self.send(http::Method::POST, &url, &webhook.headers, webhook.body.clone()).await
+        self.send(
+            http::Method::POST,
+            &url,
+            &webhook.headers,
+            webhook.body.clone(),
+        )
+        .await
     }
 
     pub async fn get(&self, url: &str, headers: &[(String, String)]) -> anyhow::Result<Reply> {

@@ -12,7 +12,11 @@ use hookgate::config::{CliOverrides, Config, LogFormat};
 use hookgate::{plugin, sample, store};
 
 #[derive(Parser)]
-#[command(name = "hookgate", version, about = "Webhook ingestion gateway: verify, dedupe, store, map and publish to NATS JetStream")]
+#[command(
+    name = "hookgate",
+    version,
+    about = "Webhook ingestion gateway: verify, dedupe, store, map and publish to NATS JetStream"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,7 +81,10 @@ enum PluginsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("hookgate: cannot start the async runtime: {error}");
@@ -93,7 +100,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
+fn load_config(
+    path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Config> {
     let config = Config::load_from_process_env(path.as_deref(), &CliOverrides { listen })?;
     Ok(config)
 }
@@ -101,9 +111,15 @@ fn load_config(path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> a
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
-        builder.json().with_current_span(true).with_span_list(false).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -130,28 +146,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("storage is up to date ({})", store.kind());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugins { command: PluginsCommand::Check { file } } => {
+        Command::Plugins {
+            command: PluginsCommand::Check { file },
+        } => {
             let engine = plugin::PluginEngine::new(plugin::PluginLimits::default())?;
             match plugin::check_file(&engine, &file) {
-            Ok(report) => {
-                println!("{report}");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(error) => {
-                eprintln!("hookgate: {}: {error}", file.display());
-                Ok(ExitCode::FAILURE)
-            }
+                Ok(report) => {
+                    println!("{report}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("hookgate: {}: {error}", file.display());
+                    Ok(ExitCode::FAILURE)
+                }
             }
         }
-        Command::Plugins { command: PluginsCommand::Export { dir } } => {
+        Command::Plugins {
+            command: PluginsCommand::Export { dir },
+        } => {
             for path in plugin::export_bundled(&dir)? {
                 println!("{}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Send { source, url, secret, topic, file, event_id } => {
-            send(&source, &url, secret, &topic, file, event_id).await
-        }
+        Command::Send {
+            source,
+            url,
+            secret,
+            topic,
+            file,
+            event_id,
+        } => send(&source, &url, secret, &topic, file, event_id).await,
         Command::Replay { .. } => {
             eprintln!("hookgate: replay is not implemented yet");
             Ok(ExitCode::from(2))
@@ -174,10 +199,17 @@ async fn send(
     };
     let secret = secret
         .or_else(|| std::env::var(env_name).ok())
-        .and_then(|s| s.split(',').map(str::trim).find(|s| !s.is_empty()).map(str::to_owned))
+        .and_then(|s| {
+            s.split(',')
+                .map(str::trim)
+                .find(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
         .with_context(|| format!("no secret: pass --secret or set {env_name}"))?;
     let custom = match file {
-        Some(path) => Some(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?),
+        Some(path) => {
+            Some(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
         None => None,
     };
     let now = chrono::Utc::now().timestamp();
@@ -185,13 +217,20 @@ async fn send(
         "shopify" => {
             let body = custom.unwrap_or_else(|| sample::SHOPIFY_ORDER.as_bytes().to_vec());
             let event_id = event_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            sample::shopify(&secret, topic, "example-shop.myshopify.com", &event_id, &body)
+            sample::shopify(
+                &secret,
+                topic,
+                "example-shop.myshopify.com",
+                &event_id,
+                &body,
+            )
         }
         _ => {
             let body = match custom {
                 Some(body) => body,
                 None => {
-                    let event_id = event_id.unwrap_or_else(|| format!("evt_{}", uuid::Uuid::new_v4().simple()));
+                    let event_id = event_id
+                        .unwrap_or_else(|| format!("evt_{}", uuid::Uuid::new_v4().simple()));
                     sample::stripe_event(&event_id, now)
                 }
             };
@@ -202,9 +241,18 @@ async fn send(
         .post_webhook(url, &webhook)
         .await
         .with_context(|| format!("cannot reach the gateway at {url}"))?;
-    println!("POST {}{} -> {}", url.trim_end_matches('/'), webhook.path, reply.status);
+    println!(
+        "POST {}{} -> {}",
+        url.trim_end_matches('/'),
+        webhook.path,
+        reply.status
+    );
     println!("{}", String::from_utf8_lossy(&reply.body));
-    Ok(if (200..300).contains(&reply.status) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if (200..300).contains(&reply.status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Ctrl-C or SIGTERM stop the gateway. SIGHUP must not kill it (its default action).
@@ -212,7 +260,10 @@ async fn wait_for_stop() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut terminate), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let (Ok(mut terminate), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };

@@ -80,14 +80,18 @@ impl Metrics {
             "Webhooks received, by source and outcome (accepted, duplicate, failed, rejected, handshake, unavailable, error)",
             webhooks_received.clone(),
         );
-        let request_duration = Family::<SourceLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let request_duration = Family::<SourceLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register_with_unit(
             "webhook_request_duration",
             "Time from the first byte of a webhook request to its response, by source",
             Unit::Seconds,
             request_duration.clone(),
         );
-        let plugin_call_duration = Family::<PluginLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let plugin_call_duration = Family::<PluginLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register_with_unit(
             "plugin_call_duration",
             "Time of one plugin run (fresh instance, verify and map), by plugin",
@@ -101,7 +105,11 @@ impl Metrics {
             plugin_failures.clone(),
         );
         let dedupe_hits = Family::<SourceLabel, Counter>::default();
-        registry.register("dedupe_hits", "Webhooks answered as duplicates, by source", dedupe_hits.clone());
+        registry.register(
+            "dedupe_hits",
+            "Webhooks answered as duplicates, by source",
+            dedupe_hits.clone(),
+        );
         let dedupe_errors = Counter::default();
         registry.register(
             "dedupe_errors",
@@ -122,7 +130,11 @@ impl Metrics {
             storage_commit_duration.clone(),
         );
         let events_published = Counter::default();
-        registry.register("events_published", "Events acknowledged by the bus", events_published.clone());
+        registry.register(
+            "events_published",
+            "Events acknowledged by the bus",
+            events_published.clone(),
+        );
         let publish_duration = latency_histogram();
         registry.register_with_unit(
             "publish_duration",
@@ -143,9 +155,17 @@ impl Metrics {
             events_dead_lettered.clone(),
         );
         let outbox_backlog = Gauge::default();
-        registry.register("outbox_backlog", "Events stored but not yet published", outbox_backlog.clone());
+        registry.register(
+            "outbox_backlog",
+            "Events stored but not yet published",
+            outbox_backlog.clone(),
+        );
         let dlq_size = Gauge::default();
-        registry.register("dlq_size", "Events in the dead-letter queue", dlq_size.clone());
+        registry.register(
+            "dlq_size",
+            "Events in the dead-letter queue",
+            dlq_size.clone(),
+        );
         let http_rejected = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "http_rejected",
@@ -155,7 +175,9 @@ impl Metrics {
         registry.register(
             "build",
             "hookgate build information",
-            Info::new(VersionLabel { version: env!("CARGO_PKG_VERSION") }),
+            Info::new(VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
         );
         Self {
             registry,
@@ -179,7 +201,10 @@ impl Metrics {
 
     pub fn webhook(&self, source: &str, outcome: &'static str) {
         self.webhooks_received
-            .get_or_create(&SourceOutcome { source: source.to_owned(), outcome })
+            .get_or_create(&SourceOutcome {
+                source: source.to_owned(),
+                outcome,
+            })
             .inc();
     }
 
@@ -203,10 +228,15 @@ mod tests {
         metrics.webhook("shopify", "accepted");
         let text = metrics.encode();
         assert!(
-            text.contains("hookgate_webhooks_received_total{source=\"shopify\",outcome=\"accepted\"} 2"),
+            text.contains(
+                "hookgate_webhooks_received_total{source=\"shopify\",outcome=\"accepted\"} 2"
+            ),
             "{text}"
         );
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             assert!(line.starts_with("hookgate_"), "unprefixed metric: {line}");
         }
     }

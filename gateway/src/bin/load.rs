@@ -79,7 +79,9 @@ impl RunResult {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -105,9 +107,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("\n| mode | webhooks/s | p50 ms | p99 ms | errors | ratio to ceiling |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let ceiling = results.iter().find(|r| r.name.starts_with("bare")).map(RunResult::rate);
+    let ceiling = results
+        .iter()
+        .find(|r| r.name.starts_with("bare"))
+        .map(RunResult::rate);
     for result in &results {
-        let ratio = ceiling.map(|c| format!("{:.2}", result.rate() / c)).unwrap_or_else(|| "-".into());
+        let ratio = ceiling
+            .map(|c| format!("{:.2}", result.rate() / c))
+            .unwrap_or_else(|| "-".into());
         println!(
             "| {} | {:.0} | {:.2} | {:.2} | {} | {} |",
             result.name,
@@ -140,13 +147,19 @@ async fn bare_server() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
-                    let _ = request.into_body().collect().await;
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{\"status\":\"ok\"}"))))
-                });
+                let service = hyper::service::service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"{\"status\":\"ok\"}"),
+                        )))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -214,11 +227,15 @@ async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
 }
 
 fn count_lines(path: &std::path::Path) -> u64 {
-    std::fs::read(path).map(|bytes| bytes.iter().filter(|b| **b == b'\n').count() as u64).unwrap_or(0)
+    std::fs::read(path)
+        .map(|bytes| bytes.iter().filter(|b| **b == b'\n').count() as u64)
+        .unwrap_or(0)
 }
 
 async fn stream_count(url: &str, stream: &str) -> u64 {
-    let Ok(client) = async_nats::connect(url).await else { return 0 };
+    let Ok(client) = async_nats::connect(url).await else {
+        return 0;
+    };
     let js = async_nats::jetstream::new(client);
     match js.get_stream(stream).await {
         Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
@@ -229,10 +246,16 @@ async fn stream_count(url: &str, stream: &str) -> u64 {
 async fn cleanup(args: &Args, schema: &str, stream: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&args.database_url).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))).execute(&mut conn).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&mut conn)
+        .await;
     }
     if let Ok(client) = async_nats::connect(&args.nats_url).await {
-        let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(stream)
+            .await;
     }
 }
 
@@ -263,9 +286,19 @@ async fn drive(name: &'static str, addr: SocketAddr, args: &Args) -> RunResult {
             latencies.extend(lat);
         }
     }
-    let elapsed = Instant::now().min(stop_at).saturating_duration_since(measure_from).max(Duration::from_millis(1));
+    let elapsed = Instant::now()
+        .min(stop_at)
+        .saturating_duration_since(measure_from)
+        .max(Duration::from_millis(1));
     latencies.sort_unstable();
-    RunResult { name, requests, errors, accepted: accepted.load(Ordering::Relaxed), elapsed, latencies_us: latencies }
+    RunResult {
+        name,
+        requests,
+        errors,
+        accepted: accepted.load(Ordering::Relaxed),
+        elapsed,
+        latencies_us: latencies,
+    }
 }
 
 async fn worker_loop(
@@ -297,12 +330,23 @@ async fn worker_loop(
             }
         }
         let Some(s) = sender.as_mut() else { continue };
-        let webhook = sample::shopify(SECRET, "orders/create", "load.myshopify.com", &format!("load-{worker}-{n}"), body);
-        let mut request = hyper::Request::builder().method("POST").uri(&webhook.path).header("host", "127.0.0.1");
+        let webhook = sample::shopify(
+            SECRET,
+            "orders/create",
+            "load.myshopify.com",
+            &format!("load-{worker}-{n}"),
+            body,
+        );
+        let mut request = hyper::Request::builder()
+            .method("POST")
+            .uri(&webhook.path)
+            .header("host", "127.0.0.1");
         for (name, value) in &webhook.headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let Ok(request) = request.body(Full::new(Bytes::from(webhook.body))) else { continue };
+        let Ok(request) = request.body(Full::new(Bytes::from(webhook.body))) else {
+            continue;
+        };
         let sent = Instant::now();
         let outcome = match s.send_request(request).await {
             Ok(response) => {
@@ -336,7 +380,9 @@ async fn worker_loop(
     (latencies, errors)
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+async fn connect(
+    addr: SocketAddr,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

@@ -38,27 +38,38 @@ pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> Ht
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !authorized(state.admin_token.as_deref(), header) {
-        let mut response = ApiError::unauthorized("a valid admin bearer token is required").into_response();
-        response
-            .headers_mut()
-            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        let mut response =
+            ApiError::unauthorized("a valid admin bearer token is required").into_response();
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
         return response;
     }
     let rest = path.trim_start_matches("/api/v1/admin").trim_matches('/');
-    let segments: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+    let segments: Vec<&str> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('/').collect()
+    };
     let method = request.method().clone();
     let query = request.uri().query().unwrap_or("").to_owned();
     let result = match (segments.as_slice(), &method) {
         (["webhooks"], &Method::GET) => list_webhooks(state, &query).await,
         (["webhooks", id], &Method::GET) => get_webhook(state, id).await,
         (["plugins"], &Method::GET) => Ok(list_plugins(state)),
-        (["webhooks", _, "replay"] | ["webhooks", "replay"] | ["dlq"] | ["dlq", "replay"] | ["reload"], _) => {
-            Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                "replay, the dead-letter queue and reload are not implemented yet",
-            ))
-        }
+        (
+            ["webhooks", _, "replay"]
+            | ["webhooks", "replay"]
+            | ["dlq"]
+            | ["dlq", "replay"]
+            | ["reload"],
+            _,
+        ) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "replay, the dead-letter queue and reload are not implemented yet",
+        )),
         (["webhooks" | "plugins"], _) | (["webhooks", _], _) => return method_not_allowed("GET"),
         _ => Err(ApiError::not_found()),
     };
@@ -88,7 +99,11 @@ fn parse_time(key: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
 }
 
 fn encode_cursor(entry: &StoredEntry) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{}", entry.received_at.timestamp_micros(), entry.id))
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        entry.received_at.timestamp_micros(),
+        entry.id
+    ))
 }
 
 fn decode_cursor(text: &str) -> Result<Cursor, ApiError> {
@@ -113,7 +128,9 @@ async fn list_webhooks(state: &State, query: &str) -> Result<HttpResponse, ApiEr
             "tenant" => filter.tenant = Some(value),
             "status" => {
                 filter.status = Some(EntryStatus::parse(&value).ok_or_else(|| {
-                    ApiError::bad_request("`status` must be one of accepted, published, failed, dead")
+                    ApiError::bad_request(
+                        "`status` must be one of accepted, published, failed, dead",
+                    )
                 })?)
             }
             "since" => filter.since = Some(parse_time("since", &value)?),
@@ -124,9 +141,15 @@ async fn list_webhooks(state: &State, query: &str) -> Result<HttpResponse, ApiEr
                     .parse::<u32>()
                     .ok()
                     .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| ApiError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}")))?
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}"))
+                    })?
             }
-            other => return Err(ApiError::bad_request(format!("unknown query parameter `{other}`"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
         }
     }
     let mut entries = state
@@ -136,19 +159,33 @@ async fn list_webhooks(state: &State, query: &str) -> Result<HttpResponse, ApiEr
         .map_err(storage_error)?;
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
-    let next_cursor = if more { entries.last().map(encode_cursor) } else { None };
+    let next_cursor = if more {
+        entries.last().map(encode_cursor)
+    } else {
+        None
+    };
     let items: Vec<serde_json::Value> = entries.iter().map(entry_summary).collect();
-    Ok(json_response(StatusCode::OK, &json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "items": items, "next_cursor": next_cursor }),
+    ))
 }
 
 async fn get_webhook(state: &State, id: &str) -> Result<HttpResponse, ApiError> {
-    let id = Uuid::parse_str(id).map_err(|_| ApiError::bad_request("the webhook id must be a UUID"))?;
+    let id =
+        Uuid::parse_str(id).map_err(|_| ApiError::bad_request("the webhook id must be a UUID"))?;
     let (entry, events) = state
         .store
         .get_entry(id)
         .await
         .map_err(storage_error)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no webhook with this id"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no webhook with this id",
+            )
+        })?;
     let mut body = entry_summary(&entry);
     body["headers"] = json!(entry.headers);
     match std::str::from_utf8(&entry.body) {
@@ -186,7 +223,10 @@ fn list_plugins(state: &State) -> HttpResponse {
         .iter()
         .map(|error| json!({ "origin": error.origin.to_string(), "error": error.to_string() }))
         .collect();
-    json_response(StatusCode::OK, &json!({ "plugins": plugins, "load_errors": errors }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "plugins": plugins, "load_errors": errors }),
+    )
 }
 
 fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
@@ -208,8 +248,8 @@ fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
 }
 
 fn event_detail(event: &StoredEvent) -> serde_json::Value {
-    let envelope: serde_json::Value =
-        serde_json::from_slice(&event.envelope).unwrap_or_else(|_| json!(String::from_utf8_lossy(&event.envelope)));
+    let envelope: serde_json::Value = serde_json::from_slice(&event.envelope)
+        .unwrap_or_else(|_| json!(String::from_utf8_lossy(&event.envelope)));
     json!({
         "id": event.id,
         "seq": event.seq,
@@ -225,7 +265,11 @@ fn event_detail(event: &StoredEvent) -> serde_json::Value {
 
 fn storage_error(error: crate::store::StoreError) -> ApiError {
     tracing::warn!(%error, "admin query failed");
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is unavailable")
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "storage is unavailable",
+    )
 }
 
 #[cfg(test)]
@@ -247,7 +291,13 @@ mod tests {
         let id = Uuid::now_v7();
         let at = DateTime::from_timestamp_micros(1_764_000_000_123_456).expect("time");
         let encoded = URL_SAFE_NO_PAD.encode(format!("{}|{}", at.timestamp_micros(), id));
-        assert_eq!(decode_cursor(&encoded).expect("cursor"), Cursor { received_at: at, id });
+        assert_eq!(
+            decode_cursor(&encoded).expect("cursor"),
+            Cursor {
+                received_at: at,
+                id
+            }
+        );
         assert!(decode_cursor("not-a-cursor").is_err());
     }
 }

@@ -12,7 +12,9 @@ use super::error::{HttpResponse, json_response};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn probe<E: std::fmt::Display>(check: impl Future<Output = Result<(), E>>) -> Result<(), String> {
+async fn probe<E: std::fmt::Display>(
+    check: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
     match tokio::time::timeout(PROBE_TIMEOUT, check).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
@@ -73,7 +75,11 @@ pub async fn full(state: &State) -> HttpResponse {
     } else {
         "ok"
     };
-    let code = if status == "down" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if status == "down" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     json_response(
         code,
         &json!({

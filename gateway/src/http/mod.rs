@@ -52,20 +52,34 @@ const ADMIN: &str = "/api/v1/admin";
 pub async fn route(state: Arc<State>, request: Request<Incoming>) -> HttpResponse {
     let correlation_id = correlation_id(&request);
     let span = tracing::info_span!("request", correlation_id = %correlation_id);
-    let mut response = dispatch(&state, request, &correlation_id).instrument(span).await;
+    let mut response = dispatch(&state, request, &correlation_id)
+        .instrument(span)
+        .await;
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
 }
 
-async fn dispatch(state: &Arc<State>, request: Request<Incoming>, correlation_id: &str) -> HttpResponse {
+async fn dispatch(
+    state: &Arc<State>,
+    request: Request<Incoming>,
+    correlation_id: &str,
+) -> HttpResponse {
     let path = request.uri().path().to_owned();
     if let Some(rest) = path.strip_prefix(WEBHOOKS) {
         let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
-            state.metrics.http_rejected.get_or_create(&ReasonLabel { reason: "shed" }).inc();
-            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", "too many requests in flight; retry later")
-                .into_response();
+            state
+                .metrics
+                .http_rejected
+                .get_or_create(&ReasonLabel { reason: "shed" })
+                .inc();
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                "too many requests in flight; retry later",
+            )
+            .into_response();
         };
         let started = Instant::now();
         let source = webhooks::parse_path(rest).map(|(source, _)| source);
@@ -83,23 +97,35 @@ async fn dispatch(state: &Arc<State>, request: Request<Incoming>, correlation_id
         return admin::handle(state, request, &path).await;
     }
     let is_get = request.method() == Method::GET || request.method() == Method::HEAD;
-    let response = match path.as_str() {
+    match path.as_str() {
         "/api/v1/health" if is_get => health::full(state).await,
         "/api/v1/health/ready" if is_get => health::ready(state).await,
-        "/api/v1/health/live" if is_get => json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/api/v1/health/live" if is_get => {
+            json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+        }
         "/metrics" if is_get => {
-            let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(state.metrics.encode())));
+            let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                state.metrics.encode(),
+            )));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             response
         }
-        "/api/v1/health" | "/api/v1/health/ready" | "/api/v1/health/live" | "/metrics" => method_not_allowed("GET, HEAD"),
-        "/api/v1/webhooks" => ApiError::new(StatusCode::NOT_FOUND, "unknown_source", "the path must name a source").into_response(),
+        "/api/v1/health" | "/api/v1/health/ready" | "/api/v1/health/live" | "/metrics" => {
+            method_not_allowed("GET, HEAD")
+        }
+        "/api/v1/webhooks" => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            "the path must name a source",
+        )
+        .into_response(),
         _ => ApiError::not_found().into_response(),
-    };
-    response
+    }
 }
 
 /// The request's own id (`X-Request-Id`, or the trace id of a W3C `traceparent`) when it
@@ -140,14 +166,23 @@ mod tests {
 
     #[test]
     fn correlation_id_sources() {
-        assert_eq!(correlation_id(&request(&[("x-request-id", "abc-123")])), "abc-123");
         assert_eq!(
-            correlation_id(&request(&[("traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")])),
+            correlation_id(&request(&[("x-request-id", "abc-123")])),
+            "abc-123"
+        );
+        assert_eq!(
+            correlation_id(&request(&[(
+                "traceparent",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+            )])),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         let generated = correlation_id(&request(&[("x-request-id", "has space")]));
         assert_eq!(generated.len(), 36);
-        let zero = correlation_id(&request(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")]));
+        let zero = correlation_id(&request(&[(
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        )]));
         assert_ne!(zero, "00000000000000000000000000000000");
     }
 }

@@ -65,7 +65,10 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after the drain timeout; closing");
     }
 }

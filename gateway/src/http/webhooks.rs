@@ -27,16 +27,28 @@ pub fn parse_path(rest: &str) -> Option<(String, Option<String>)> {
     for segment in segments.filter(|s| !s.is_empty()) {
         topic_parts.push(percent_decode_str(segment).decode_utf8().ok()?.into_owned());
     }
-    let topic = if topic_parts.is_empty() { None } else { Some(topic_parts.join("/")) };
+    let topic = if topic_parts.is_empty() {
+        None
+    } else {
+        Some(topic_parts.join("/"))
+    };
     Some((source, topic))
 }
 
-pub async fn handle(state: &State, request: Request<Incoming>, rest: &str, correlation_id: &str) -> HttpResponse {
+pub async fn handle(
+    state: &State,
+    request: Request<Incoming>,
+    rest: &str,
+    correlation_id: &str,
+) -> HttpResponse {
     if request.method() != Method::POST {
         return method_not_allowed("POST");
     }
     let Some((source, topic)) = parse_path(rest) else {
-        return ApiError::bad_request("the webhook path must be /api/v1/webhooks/{source}[/{topic}], UTF-8").into_response();
+        return ApiError::bad_request(
+            "the webhook path must be /api/v1/webhooks/{source}[/{topic}], UTF-8",
+        )
+        .into_response();
     };
     let received_at = Utc::now();
     let limit = state.limits.max_body_bytes;
@@ -55,19 +67,41 @@ pub async fn handle(state: &State, request: Request<Incoming>, rest: &str, corre
         Ok(body) => body,
         Err(BodyError::TooLarge) => return too_large(state, limit),
         Err(BodyError::Timeout) => {
-            state.metrics.http_rejected.get_or_create(&ReasonLabel { reason: "body_timeout" }).inc();
-            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time")
-                .into_response();
+            state
+                .metrics
+                .http_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: "body_timeout",
+                })
+                .inc();
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
+            .into_response();
         }
         Err(BodyError::Broken(error)) => {
-            state.metrics.http_rejected.get_or_create(&ReasonLabel { reason: "bad_request" }).inc();
-            return ApiError::bad_request(format!("could not read the request body: {error}")).into_response();
+            state
+                .metrics
+                .http_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: "bad_request",
+                })
+                .inc();
+            return ApiError::bad_request(format!("could not read the request body: {error}"))
+                .into_response();
         }
     };
     let headers = parts
         .headers
         .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let delivery = Delivery {
         source,
@@ -96,7 +130,13 @@ pub async fn handle(state: &State, request: Request<Incoming>, rest: &str, corre
 }
 
 fn too_large(state: &State, limit: usize) -> HttpResponse {
-    state.metrics.http_rejected.get_or_create(&ReasonLabel { reason: "too_large" }).inc();
+    state
+        .metrics
+        .http_rejected
+        .get_or_create(&ReasonLabel {
+            reason: "too_large",
+        })
+        .inc();
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -120,9 +160,11 @@ fn handshake_response(handshake: crate::plugin::Handshake) -> HttpResponse {
 
 fn ingest_error(error: IngestError) -> ApiError {
     match error {
-        IngestError::UnknownSource => {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_source", "no enabled source has this name")
-        }
+        IngestError::UnknownSource => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            "no enabled source has this name",
+        ),
         // The reason stays in the log: telling a forger why its signature failed helps it.
         IngestError::Rejected(_) => ApiError::unauthorized("signature verification failed"),
         IngestError::PluginFault(_) => ApiError::new(
@@ -153,7 +195,9 @@ async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<By
     match tokio::time::timeout(timeout, limited.collect()).await {
         Err(_) => Err(BodyError::Timeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(BodyError::TooLarge)
+        }
         Ok(Err(error)) => Err(BodyError::Broken(error.to_string())),
     }
 }
@@ -166,9 +210,18 @@ mod tests {
     fn topic_forms() {
         assert_eq!(parse_path("shopify"), Some(("shopify".into(), None)));
         assert_eq!(parse_path("shopify/"), Some(("shopify".into(), None)));
-        assert_eq!(parse_path("shopify/orders-create"), Some(("shopify".into(), Some("orders-create".into()))));
-        assert_eq!(parse_path("shopify/orders%2Fcreate"), Some(("shopify".into(), Some("orders/create".into()))));
-        assert_eq!(parse_path("shopify/orders/create"), Some(("shopify".into(), Some("orders/create".into()))));
+        assert_eq!(
+            parse_path("shopify/orders-create"),
+            Some(("shopify".into(), Some("orders-create".into())))
+        );
+        assert_eq!(
+            parse_path("shopify/orders%2Fcreate"),
+            Some(("shopify".into(), Some("orders/create".into())))
+        );
+        assert_eq!(
+            parse_path("shopify/orders/create"),
+            Some(("shopify".into(), Some("orders/create".into())))
+        );
         assert_eq!(parse_path(""), None);
         assert_eq!(parse_path("%FF"), None);
     }

@@ -24,11 +24,22 @@ pub struct BatchWriter {
 impl BatchWriter {
     /// Starts `writers` tasks that drain the queue into batches of at most `max_batch`.
     /// More than one writer overlaps one batch's commit with the next one's round trips.
-    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>, max_batch: usize, writers: usize) -> Self {
-        let (queue, receiver) = mpsc::channel::<(NewWebhook, Reply)>(max_batch * writers.max(1) * 4);
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        max_batch: usize,
+        writers: usize,
+    ) -> Self {
+        let (queue, receiver) =
+            mpsc::channel::<(NewWebhook, Reply)>(max_batch * writers.max(1) * 4);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..writers.max(1) {
-            tokio::spawn(write_loop(store.clone(), metrics.clone(), receiver.clone(), max_batch));
+            tokio::spawn(write_loop(
+                store.clone(),
+                metrics.clone(),
+                receiver.clone(),
+                max_batch,
+            ));
         }
         Self { queue }
     }
@@ -64,7 +75,9 @@ async fn write_loop(
         let (batch, replies): (Vec<NewWebhook>, Vec<Reply>) = items.drain(..).unzip();
         let started = Instant::now();
         let result = store.insert_batch(&batch).await;
-        metrics.storage_commit_duration.observe(started.elapsed().as_secs_f64());
+        metrics
+            .storage_commit_duration
+            .observe(started.elapsed().as_secs_f64());
         metrics.storage_batch_size.observe(batch.len() as f64);
         match result {
             Ok(outcomes) if outcomes.len() == replies.len() => {
@@ -73,7 +86,11 @@ async fn write_loop(
                 }
             }
             Ok(outcomes) => {
-                let message = format!("storage returned {} outcomes for {} webhooks", outcomes.len(), replies.len());
+                let message = format!(
+                    "storage returned {} outcomes for {} webhooks",
+                    outcomes.len(),
+                    replies.len()
+                );
                 tracing::error!(%message, "storage batch answered wrongly");
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Internal(message.clone())));

@@ -14,12 +14,14 @@ use uuid::Uuid;
 use crate::dedupe::{self, Dedupe};
 use crate::metrics::{Metrics, PluginFailure, PluginLabel, SourceLabel};
 use crate::plugin::{
-    CallInput, DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, Plugin, PluginFault, Processed, Timestamp,
-    VerifyError, WebhookRequest,
+    CallInput, DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, Plugin, PluginFault,
+    Processed, Timestamp, VerifyError, WebhookRequest,
 };
 use crate::publish::envelope::{self, EnvelopeInput, EventData};
 use crate::publish::relay::RelayHandle;
-use crate::store::{EntryStatus, InsertOutcome, NewEntry, NewEvent, NewWebhook, OutboxEvent, StoreError};
+use crate::store::{
+    EntryStatus, InsertOutcome, NewEntry, NewEvent, NewWebhook, OutboxEvent, StoreError,
+};
 use batch::BatchWriter;
 
 /// One configured source, ready to serve: its plugin, secrets and settings.
@@ -126,26 +128,41 @@ impl Pipeline {
             Err(IngestError::Internal(_)) => "error",
         };
         // Unknown sources are not labelled by name: anyone can invent paths.
-        let label = if matches!(result, Err(IngestError::UnknownSource)) { "unknown" } else { &source_name };
+        let label = if matches!(result, Err(IngestError::UnknownSource)) {
+            "unknown"
+        } else {
+            &source_name
+        };
         self.metrics.webhook(label, outcome);
         result
     }
 
     async fn run(&self, mut delivery: Delivery) -> Result<Ingested, IngestError> {
-        let source = self.sources().get(&delivery.source).cloned().ok_or(IngestError::UnknownSource)?;
+        let source = self
+            .sources()
+            .get(&delivery.source)
+            .cloned()
+            .ok_or(IngestError::UnknownSource)?;
         let request = Arc::new(std::mem::take(&mut delivery.request));
-        let processed = self.call_plugin(&source, request.clone(), &delivery.correlation_id).await?;
+        let processed = self
+            .call_plugin(&source, request.clone(), &delivery.correlation_id)
+            .await?;
         let (mapped, matched_secret) = match processed {
             Processed::Rejected(error) => {
                 tracing::warn!(source = %source.name, correlation_id = %delivery.correlation_id, reason = %error, "webhook failed verification");
                 return Err(IngestError::Rejected(error));
             }
-            Processed::Verified { matched_secret, mapped } => (mapped, matched_secret),
+            Processed::Verified {
+                matched_secret,
+                mapped,
+            } => (mapped, matched_secret),
         };
         tracing::debug!(source = %source.name, correlation_id = %delivery.correlation_id, ?matched_secret, "webhook verified");
         let webhook = match mapped {
             Ok(MapOutcome::Respond(handshake)) => return Ok(Ingested::Handshake(handshake)),
-            Ok(MapOutcome::Events(mapping)) => self.mapped_webhook(&source, &request, &delivery, mapping),
+            Ok(MapOutcome::Events(mapping)) => {
+                self.mapped_webhook(&source, &request, &delivery, mapping)
+            }
             Err(failure) => {
                 let reason = match &failure {
                     MapFailure::Plugin(error) => error.to_string(),
@@ -186,7 +203,9 @@ impl Pipeline {
         let plugin_name = source.plugin.metadata().name.clone();
         self.metrics
             .plugin_call_duration
-            .get_or_create(&PluginLabel { plugin: plugin_name })
+            .get_or_create(&PluginLabel {
+                plugin: plugin_name,
+            })
             .observe(started.elapsed().as_secs_f64());
         result.map_err(|fault| {
             self.count_fault(source, &fault);
@@ -205,7 +224,10 @@ impl Pipeline {
         };
         self.metrics
             .plugin_failures
-            .get_or_create(&PluginFailure { plugin: source.plugin.metadata().name.clone(), kind })
+            .get_or_create(&PluginFailure {
+                plugin: source.plugin.metadata().name.clone(),
+                kind,
+            })
             .inc();
     }
 
@@ -227,7 +249,18 @@ impl Pipeline {
         let content_type = header(request, "content-type");
         let mut events = Vec::with_capacity(mapping.events.len());
         for (seq, event) in mapping.events.iter().enumerate() {
-            match self.encode_event(source, request, delivery, entry_id, seq, event, occurred, &mapping, &plugin, content_type) {
+            match self.encode_event(
+                source,
+                request,
+                delivery,
+                entry_id,
+                seq,
+                event,
+                occurred,
+                &mapping,
+                &plugin,
+                content_type,
+            ) {
                 Ok(encoded) => events.push(encoded),
                 Err(reason) => {
                     // The plugin produced something unpublishable: keep the webhook for replay.
@@ -245,8 +278,15 @@ impl Pipeline {
             }
         }
         // Nothing to publish means nothing left to do for this entry.
-        let status = if events.is_empty() { EntryStatus::Published } else { EntryStatus::Accepted };
-        let idempotency_key = mapping.idempotency_key.clone().unwrap_or_else(|| body_key(&request.body));
+        let status = if events.is_empty() {
+            EntryStatus::Published
+        } else {
+            EntryStatus::Accepted
+        };
+        let idempotency_key = mapping
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| body_key(&request.body));
         Ok(NewWebhook {
             entry: NewEntry {
                 id: entry_id,
@@ -281,11 +321,15 @@ impl Pipeline {
         plugin: &str,
         content_type: Option<&str>,
     ) -> Result<NewEvent, String> {
-        let subject = envelope::subject(&self.subject_prefix, &source.name, &event.event_type).map_err(|e| e.to_string())?;
+        let subject = envelope::subject(&self.subject_prefix, &source.name, &event.event_type)
+            .map_err(|e| e.to_string())?;
         let id = event_id(entry_id, seq);
         let data = match &event.data {
             Some(json) => EventData::Json(json.as_bytes()),
-            None => EventData::Body { bytes: &request.body, content_type },
+            None => EventData::Body {
+                bytes: &request.body,
+                content_type,
+            },
         };
         let encoded = envelope::encode(&EnvelopeInput {
             id: &id,
@@ -341,11 +385,20 @@ impl Pipeline {
         }
     }
 
-    async fn store(&self, source: &SourceRuntime, webhook: NewWebhook) -> Result<Ingested, IngestError> {
+    async fn store(
+        &self,
+        source: &SourceRuntime,
+        webhook: NewWebhook,
+    ) -> Result<Ingested, IngestError> {
         let cache_key = dedupe::cache_key(&source.name, &webhook.entry.idempotency_key);
         match self.dedupe.lookup(&cache_key).await {
             Ok(Some(existing)) => {
-                self.metrics.dedupe_hits.get_or_create(&SourceLabel { source: source.name.clone() }).inc();
+                self.metrics
+                    .dedupe_hits
+                    .get_or_create(&SourceLabel {
+                        source: source.name.clone(),
+                    })
+                    .inc();
                 return Ok(Ingested::Duplicate(existing));
             }
             Ok(None) => {}
@@ -369,22 +422,35 @@ impl Pipeline {
                 created_at: received_at,
             })
             .collect();
-        let outcome = self.writer.insert(webhook).await.map_err(|error| match error {
-            StoreError::Unavailable(message) => IngestError::StorageUnavailable(message),
-            other => IngestError::Internal(other.to_string()),
-        })?;
+        let outcome = self
+            .writer
+            .insert(webhook)
+            .await
+            .map_err(|error| match error {
+                StoreError::Unavailable(message) => IngestError::StorageUnavailable(message),
+                other => IngestError::Internal(other.to_string()),
+            })?;
         let (result, remembered) = match outcome {
             InsertOutcome::Inserted => {
                 self.relay.notify(fresh);
                 (Ingested::Accepted(entry_id), entry_id)
             }
             InsertOutcome::Duplicate { existing_id } => {
-                self.metrics.dedupe_hits.get_or_create(&SourceLabel { source: source.name.clone() }).inc();
+                self.metrics
+                    .dedupe_hits
+                    .get_or_create(&SourceLabel {
+                        source: source.name.clone(),
+                    })
+                    .inc();
                 (Ingested::Duplicate(existing_id), existing_id)
             }
         };
         // Remembered only now that the entry is durable: a failed store must not shadow the retry.
-        if let Err(error) = self.dedupe.remember(&cache_key, remembered, source.dedupe_ttl).await {
+        if let Err(error) = self
+            .dedupe
+            .remember(&cache_key, remembered, source.dedupe_ttl)
+            .await
+        {
             self.metrics.dedupe_errors.inc();
             tracing::debug!(%error, "dedupe remember failed");
         }
@@ -431,5 +497,4 @@ mod tests {
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
-
 }

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod envelope;
-pub mod relay;
 pub mod file;
 pub mod nats;
+pub mod relay;
 
 /// One event to publish: the outbox row's subject, id and encoded envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,12 +79,21 @@ impl Relay {
         shutdown: watch::Receiver<bool>,
     ) -> (RelayHandle, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(config.batch_size * 16);
-        let relay = Self { store, sink, metrics, config };
+        let relay = Self {
+            store,
+            sink,
+            metrics,
+            config,
+        };
         let task = tokio::spawn(relay.run(receiver, shutdown));
         (RelayHandle { queue }, task)
     }
 
-    async fn run(self, mut receiver: mpsc::Receiver<OutboxEvent>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut receiver: mpsc::Receiver<OutboxEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut sweep = tokio::time::interval(self.config.poll_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(Duration::from_secs(5));
@@ -161,7 +170,9 @@ impl Relay {
             .collect();
         let started = Instant::now();
         let results = self.sink.publish_batch(&outgoing).await;
-        self.metrics.publish_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .publish_duration
+            .observe(started.elapsed().as_secs_f64());
 
         let mut published = Vec::with_capacity(events.len());
         let mut failed = Vec::new();
@@ -189,7 +200,10 @@ impl Relay {
             PublishError::Rejected(_) => "rejected",
             PublishError::BadUrl(_) => "config",
         };
-        self.metrics.publish_failures.get_or_create(&ReasonLabel { reason }).inc();
+        self.metrics
+            .publish_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
         let message = error.to_string();
         let now = Utc::now();
         let age = (now - event.created_at).to_std().unwrap_or_default();
@@ -199,7 +213,9 @@ impl Relay {
             self.store.mark_dead(&event.id, &message).await
         } else {
             let delay = backoff(&self.config, event.attempts, &event.id);
-            let next = now + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::seconds(1));
+            let next = now
+                + chrono::Duration::from_std(delay)
+                    .unwrap_or_else(|_| chrono::Duration::seconds(1));
             tracing::debug!(event_id = %event.id, error = %message, retry_in = ?delay, "publish failed; will retry");
             self.store.mark_retry(&event.id, next, &message).await
         };
@@ -215,7 +231,9 @@ fn backoff(config: &RelayConfig, attempts: i32, event_id: &str) -> Duration {
     let exponent = attempts.clamp(0, 20) as u32;
     let base = config.base_backoff.saturating_mul(1u32 << exponent.min(20));
     let capped = base.min(config.max_backoff);
-    let spread = event_id.bytes().fold(attempts as u32, |acc, b| acc.wrapping_mul(31).wrapping_add(b as u32)) % 25;
+    let spread = event_id.bytes().fold(attempts as u32, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(b as u32)
+    }) % 25;
     capped + capped * spread / 100
 }
 
@@ -228,9 +246,18 @@ mod tests {
         let config = RelayConfig::default();
         let first = backoff(&config, 0, "a");
         let third = backoff(&config, 2, "a");
-        assert!(first >= Duration::from_secs(1) && first < Duration::from_millis(1250), "{first:?}");
-        assert!(third >= Duration::from_secs(4) && third < Duration::from_secs(5), "{third:?}");
+        assert!(
+            first >= Duration::from_secs(1) && first < Duration::from_millis(1250),
+            "{first:?}"
+        );
+        assert!(
+            third >= Duration::from_secs(4) && third < Duration::from_secs(5),
+            "{third:?}"
+        );
         let late = backoff(&config, 30, "a");
-        assert!(late >= config.max_backoff && late <= config.max_backoff * 5 / 4, "{late:?}");
+        assert!(
+            late >= config.max_backoff && late <= config.max_backoff * 5 / 4,
+            "{late:?}"
+        );
     }
 }

@@ -292,10 +292,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the backend the URL names: `sqlite://path` (created if missing, with its parent
 /// directory) or `postgres://...` / `postgresql://...` (tables in `pg_schema`).
-pub async fn connect(
-    url: &str,
-    pg_schema: &str,
-) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn connect(url: &str, pg_schema: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(
             sqlite::SqliteStore::connect(url).await?,

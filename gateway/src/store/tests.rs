@@ -939,7 +939,9 @@ async fn connect_picks_backend_from_url() {
         super::connect("mysql://x", "hookgate").await.err(),
         Some(StoreError::BadUrl(_))
     ));
-    let store = super::connect("sqlite::memory:", "hookgate").await.expect("sqlite url");
+    let store = super::connect("sqlite::memory:", "hookgate")
+        .await
+        .expect("sqlite url");
     store.migrate().await.expect("migrate");
     store.ping().await.expect("ping");
 }

@@ -8,7 +8,9 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_lands_as_a_line_in_the_events_file() {
     let harness = Harness::start(Options::new(Backend::Embedded)).await;
-    let shopify = harness.post(&shopify_order(&uuid::Uuid::new_v4().to_string())).await;
+    let shopify = harness
+        .post(&shopify_order(&uuid::Uuid::new_v4().to_string()))
+        .await;
     assert_eq!(shopify.status, 200, "{:?}", shopify.body);
     let stripe = harness.post(&stripe_payment("evt_embedded_1")).await;
     assert_eq!(stripe.status, 200, "{:?}", stripe.body);
@@ -20,8 +22,14 @@ async fn webhook_lands_as_a_line_in_the_events_file() {
     .await
     .expect("two lines in the events file");
     let types: Vec<&str> = lines.iter().filter_map(|l| l["type"].as_str()).collect();
-    assert!(types.contains(&"order.created") && types.contains(&"payment_intent.succeeded"), "{types:?}");
-    let order = lines.iter().find(|l| l["type"] == "order.created").expect("order line");
+    assert!(
+        types.contains(&"order.created") && types.contains(&"payment_intent.succeeded"),
+        "{types:?}"
+    );
+    let order = lines
+        .iter()
+        .find(|l| l["type"] == "order.created")
+        .expect("order line");
     assert_eq!(order["webhookid"], shopify.json()["id"]);
     assert_eq!(order["source"], "hookgate/shopify");
 
@@ -54,19 +62,31 @@ async fn serve_runs_on_embedded_defaults_with_an_empty_environment() {
     let base = format!("http://127.0.0.1:{port}");
     let client = hookgate::client::HttpClient::new();
     let ready = eventually(Duration::from_secs(30), || async {
-        let reply = client.get(&format!("{base}/api/v1/health/ready"), &[]).await.ok()?;
+        let reply = client
+            .get(&format!("{base}/api/v1/health/ready"), &[])
+            .await
+            .ok()?;
         (reply.status == 200).then_some(())
     })
     .await;
     if ready.is_none() {
         let _ = child.kill();
         let output = child.wait_with_output().expect("output");
-        panic!("gateway never became ready: {}", String::from_utf8_lossy(&output.stderr));
+        panic!(
+            "gateway never became ready: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    let reply = client.post_webhook(&base, &shopify_order("embedded-binary-1")).await.expect("post");
+    let reply = client
+        .post_webhook(&base, &shopify_order("embedded-binary-1"))
+        .await
+        .expect("post");
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     // Stripe has no secret in this environment: it is left out, so 404.
-    let stripe = client.post_webhook(&base, &stripe_payment("evt_x")).await.expect("post");
+    let stripe = client
+        .post_webhook(&base, &stripe_payment("evt_x"))
+        .await
+        .expect("post");
     assert_eq!(stripe.status, 404);
 
     let events = dir.path().join("data/events.jsonl");
@@ -96,6 +116,12 @@ async fn serve_runs_on_embedded_defaults_with_an_empty_environment() {
     let output = child.wait_with_output().expect("output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(status.success(), "exit {status}: {stderr}");
-    assert!(stderr.contains("stripe"), "the disabled source is named in a warning: {stderr}");
-    assert!(!stderr.contains(SHOPIFY_SECRET), "secrets never reach the logs");
+    assert!(
+        stderr.contains("stripe"),
+        "the disabled source is named in a warning: {stderr}"
+    );
+    assert!(
+        !stderr.contains(SHOPIFY_SECRET),
+        "secrets never reach the logs"
+    );
 }

@@ -14,13 +14,35 @@ async fn outbox_survives_a_nats_outage_and_a_gateway_restart() {
     let mut harness = Harness::start(options.clone()).await;
     let mut accepted = Vec::new();
     for n in 0..20 {
-        let reply = harness.post(&shopify_order(&format!("outage-{n}-{}", uuid::Uuid::new_v4()))).await;
-        assert_eq!(reply.status, 200, "accepted while NATS is down: {:?}", reply.body);
+        let reply = harness
+            .post(&shopify_order(&format!(
+                "outage-{n}-{}",
+                uuid::Uuid::new_v4()
+            )))
+            .await;
+        assert_eq!(
+            reply.status, 200,
+            "accepted while NATS is down: {:?}",
+            reply.body
+        );
         accepted.push(reply.json()["id"].as_str().expect("id").to_owned());
     }
-    let health = harness.client.get(&harness.url("/api/v1/health"), &[]).await.expect("health").json();
+    let health = harness
+        .client
+        .get(&harness.url("/api/v1/health"), &[])
+        .await
+        .expect("health")
+        .json();
     assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(harness.client.get(&harness.url("/api/v1/health/ready"), &[]).await.expect("ready").status, 200);
+    assert_eq!(
+        harness
+            .client
+            .get(&harness.url("/api/v1/health/ready"), &[])
+            .await
+            .expect("ready")
+            .status,
+        200
+    );
     harness.stop().await;
 
     nats.start().await;
@@ -31,11 +53,22 @@ async fn outbox_survives_a_nats_outage_and_a_gateway_restart() {
         (nats.count(&second.names.stream).await >= 20).then_some(())
     })
     .await;
-    assert!(drained.is_some(), "all 20 events published after recovery, got {}", nats.count(&second.names.stream).await);
+    assert!(
+        drained.is_some(),
+        "all 20 events published after recovery, got {}",
+        nats.count(&second.names.stream).await
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(nats.count(&second.names.stream).await, 20, "each event exactly once in the stream");
+    assert_eq!(
+        nats.count(&second.names.stream).await,
+        20,
+        "each event exactly once in the stream"
+    );
     let published = eventually(Duration::from_secs(10), || async {
-        let page = second.admin_get("/api/v1/admin/webhooks?status=published&limit=100").await.json();
+        let page = second
+            .admin_get("/api/v1/admin/webhooks?status=published&limit=100")
+            .await
+            .json();
         (page["items"].as_array().map(Vec::len) == Some(20)).then_some(())
     })
     .await;
@@ -61,7 +94,12 @@ async fn nats_killed_mid_run_loses_nothing() {
         if n == 20 {
             nats.start().await;
         }
-        let reply = harness.post(&stripe_payment(&format!("evt_kill_{n}_{}", uuid::Uuid::new_v4().simple()))).await;
+        let reply = harness
+            .post(&stripe_payment(&format!(
+                "evt_kill_{n}_{}",
+                uuid::Uuid::new_v4().simple()
+            )))
+            .await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         acknowledged += 1;
     }
@@ -69,7 +107,11 @@ async fn nats_killed_mid_run_loses_nothing() {
         (nats.count(&harness.names.stream).await >= acknowledged).then_some(())
     })
     .await;
-    assert!(drained.is_some(), "{} of {acknowledged} events published", nats.count(&harness.names.stream).await);
+    assert!(
+        drained.is_some(),
+        "{} of {acknowledged} events published",
+        nats.count(&harness.names.stream).await
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(nats.count(&harness.names.stream).await, acknowledged);
     harness.cleanup().await;
@@ -90,9 +132,19 @@ async fn redis_down_still_one_entry_per_webhook() {
     let second = harness.post(&shopify_order(&event_id)).await;
     assert_eq!(second.json()["status"], "duplicate");
     assert_eq!(second.json()["id"], first.json()["id"]);
-    let health = harness.client.get(&harness.url("/api/v1/health"), &[]).await.expect("health").json();
+    let health = harness
+        .client
+        .get(&harness.url("/api/v1/health"), &[])
+        .await
+        .expect("health")
+        .json();
     assert_eq!(health["dedupe"]["status"], "down", "{health}");
-    assert_eq!(stream_messages(&harness.names.stream, 1, Duration::from_secs(10)).await.len(), 1);
+    assert_eq!(
+        stream_messages(&harness.names.stream, 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
     redis.restore();
     harness.cleanup().await;
 }
@@ -103,14 +155,21 @@ async fn redis_down_still_one_entry_per_webhook() {
 async fn storage_down_is_503_and_the_retry_is_accepted() {
     let postgres = Cuttable::start("127.0.0.1:5432").await;
     let mut options = Options::new(Backend::Production);
-    options.storage_url = Some(format!("postgres://postgres@127.0.0.1:{}/test", postgres.port));
+    options.storage_url = Some(format!(
+        "postgres://postgres@127.0.0.1:{}/test",
+        postgres.port
+    ));
     let harness = Harness::start(options).await;
     postgres.cut();
     let webhook = shopify_order(&uuid::Uuid::new_v4().to_string());
     let reply = harness.post(&webhook).await;
     assert_eq!(reply.status, 503, "{:?}", reply.body);
     assert_eq!(reply.json()["error"], "storage_unavailable");
-    let ready = harness.client.get(&harness.url("/api/v1/health/ready"), &[]).await.expect("ready");
+    let ready = harness
+        .client
+        .get(&harness.url("/api/v1/health/ready"), &[])
+        .await
+        .expect("ready");
     assert_eq!(ready.status, 503);
 
     postgres.restore();
@@ -120,7 +179,16 @@ async fn storage_down_is_503_and_the_retry_is_accepted() {
     })
     .await
     .expect("the retry is accepted once storage is back");
-    assert_eq!(retried.json()["status"], "accepted", "the failed attempt was not remembered as seen");
-    assert_eq!(stream_messages(&harness.names.stream, 1, Duration::from_secs(10)).await.len(), 1);
+    assert_eq!(
+        retried.json()["status"],
+        "accepted",
+        "the failed attempt was not remembered as seen"
+    );
+    assert_eq!(
+        stream_messages(&harness.names.stream, 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
     harness.cleanup().await;
 }

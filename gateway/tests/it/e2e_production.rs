@@ -17,9 +17,16 @@ async fn shopify_webhook_reaches_jetstream_as_a_cloudevent() {
     let messages = stream_messages(&harness.names.stream, 1, Duration::from_secs(10)).await;
     assert_eq!(messages.len(), 1, "one event in the stream");
     let message = &messages[0];
-    assert_eq!(message.subject, format!("{}.shopify.order.created", harness.names.prefix));
+    assert_eq!(
+        message.subject,
+        format!("{}.shopify.order.created", harness.names.prefix)
+    );
     let envelope = message.json();
-    assert_eq!(message.msg_id.as_deref(), envelope["id"].as_str(), "Nats-Msg-Id is the event id");
+    assert_eq!(
+        message.msg_id.as_deref(),
+        envelope["id"].as_str(),
+        "Nats-Msg-Id is the event id"
+    );
     assert_eq!(envelope["specversion"], "1.0");
     assert_eq!(envelope["type"], "order.created");
     assert_eq!(envelope["source"], "hookgate/shopify");
@@ -27,21 +34,38 @@ async fn shopify_webhook_reaches_jetstream_as_a_cloudevent() {
     assert_eq!(envelope["webhookid"], entry_id);
     assert_eq!(envelope["tenant"], "example-shop.myshopify.com");
     assert_eq!(envelope["datacontenttype"], "application/json");
-    assert!(envelope["plugin"].as_str().is_some_and(|p| p.starts_with("shopify@")));
-    assert!(envelope["correlationid"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(
+        envelope["plugin"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("shopify@"))
+    );
+    assert!(
+        envelope["correlationid"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
     // The payload is embedded unchanged: every digit of the id survives.
     let raw = std::str::from_utf8(&message.payload).expect("utf-8");
-    assert!(raw.contains(hookgate::sample::SHOPIFY_ORDER.trim_end()), "data must be the raw body, byte for byte");
+    assert!(
+        raw.contains(hookgate::sample::SHOPIFY_ORDER.trim_end()),
+        "data must be the raw body, byte for byte"
+    );
 
     // The entry is marked published once the bus acknowledged.
     let published = eventually(Duration::from_secs(10), || async {
-        let detail = harness.admin_get(&format!("/api/v1/admin/webhooks/{entry_id}")).await.json();
+        let detail = harness
+            .admin_get(&format!("/api/v1/admin/webhooks/{entry_id}"))
+            .await
+            .json();
         (detail["status"] == "published").then_some(detail)
     })
     .await
     .expect("entry becomes published");
     assert_eq!(published["topic"], "orders/create");
-    assert_eq!(published["idempotency_key"], format!("orders/create:{event_id}"));
+    assert_eq!(
+        published["idempotency_key"],
+        format!("orders/create:{event_id}")
+    );
     assert_eq!(published["events"][0]["status"], "published");
     harness.cleanup().await;
 }
@@ -57,7 +81,10 @@ async fn stripe_webhook_reaches_jetstream_with_its_type_unchanged() {
     let messages = stream_messages(&harness.names.stream, 1, Duration::from_secs(10)).await;
     assert_eq!(messages.len(), 1);
     let envelope = messages[0].json();
-    assert_eq!(messages[0].subject, format!("{}.stripe.payment_intent.succeeded", harness.names.prefix));
+    assert_eq!(
+        messages[0].subject,
+        format!("{}.stripe.payment_intent.succeeded", harness.names.prefix)
+    );
     assert_eq!(envelope["type"], "payment_intent.succeeded");
     assert_eq!(envelope["subject"], "pi_3QbT9xLkdIwHu7ix0f3XwZ7c");
     assert_eq!(envelope["tenant"], "acct_1032D82eZvKYlo2C");
@@ -82,7 +109,10 @@ async fn sequential_duplicates_are_answered_with_the_first_id_and_published_once
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(stream_count(&harness.names.stream).await, 1);
-    let listed = harness.admin_get("/api/v1/admin/webhooks?source=shopify").await.json();
+    let listed = harness
+        .admin_get("/api/v1/admin/webhooks?source=shopify")
+        .await
+        .json();
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
     harness.cleanup().await;
 }
@@ -97,7 +127,13 @@ async fn concurrent_duplicates_store_one_entry_and_one_event() {
         let client = harness.client.clone();
         let base = harness.base.clone();
         let webhook = webhook.clone();
-        tasks.push(tokio::spawn(async move { client.post_webhook(&base, &webhook).await.expect("request").json() }));
+        tasks.push(tokio::spawn(async move {
+            client
+                .post_webhook(&base, &webhook)
+                .await
+                .expect("request")
+                .json()
+        }));
     }
     let mut accepted = 0;
     let mut ids = std::collections::HashSet::new();

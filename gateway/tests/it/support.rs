@@ -14,7 +14,8 @@ pub const STRIPE_SECRET: &str = "whsec_test_9a8b7c6d5e4f";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-3141592";
 
 pub fn postgres_url() -> String {
-    std::env::var("HOOKGATE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("HOOKGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 pub fn redis_url() -> String {
     std::env::var("HOOKGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -24,7 +25,10 @@ pub fn nats_url() -> String {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Where the gateway under test keeps things.
@@ -52,7 +56,15 @@ pub struct Options {
 
 impl Options {
     pub fn new(backend: Backend) -> Self {
-        Self { backend, extra: String::new(), top: String::new(), redis_url: None, nats_url: None, storage_url: None, reuse: None }
+        Self {
+            backend,
+            extra: String::new(),
+            top: String::new(),
+            redis_url: None,
+            nats_url: None,
+            storage_url: None,
+            reuse: None,
+        }
     }
 }
 
@@ -90,9 +102,18 @@ impl Harness {
             }
         };
         let config = config_for(&options, &names);
-        let gateway = Gateway::start(&config).await.unwrap_or_else(|e| panic!("gateway did not start: {e:#}"));
+        let gateway = Gateway::start(&config)
+            .await
+            .unwrap_or_else(|e| panic!("gateway did not start: {e:#}"));
         let base = format!("http://{}", gateway.local_addr);
-        Self { gateway: Some(gateway), base, client: HttpClient::new(), names, options, _tempdir: tempdir }
+        Self {
+            gateway: Some(gateway),
+            base,
+            client: HttpClient::new(),
+            names,
+            options,
+            _tempdir: tempdir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -100,12 +121,18 @@ impl Harness {
     }
 
     pub async fn post(&self, webhook: &SignedWebhook) -> Reply {
-        self.client.post_webhook(&self.base, webhook).await.expect("request")
+        self.client
+            .post_webhook(&self.base, webhook)
+            .await
+            .expect("request")
     }
 
     pub async fn admin_get(&self, path: &str) -> Reply {
         self.client
-            .get(&self.url(path), &[("authorization".into(), format!("Bearer {ADMIN_TOKEN}"))])
+            .get(
+                &self.url(path),
+                &[("authorization".into(), format!("Bearer {ADMIN_TOKEN}"))],
+            )
             .await
             .expect("request")
     }
@@ -198,7 +225,13 @@ pub fn wasm_dir() -> PathBuf {
 }
 
 pub fn shopify_order(event_id: &str) -> SignedWebhook {
-    sample::shopify(SHOPIFY_SECRET, "orders/create", "example-shop.myshopify.com", event_id, sample::SHOPIFY_ORDER.as_bytes())
+    sample::shopify(
+        SHOPIFY_SECRET,
+        "orders/create",
+        "example-shop.myshopify.com",
+        event_id,
+        sample::SHOPIFY_ORDER.as_bytes(),
+    )
 }
 
 pub fn stripe_payment(event_id: &str) -> SignedWebhook {
@@ -262,7 +295,10 @@ pub async fn stream_count(stream: &str) -> u64 {
 
 /// Waits until the stream holds `count` messages (at most `limit`), then reads them all.
 pub async fn stream_messages(stream: &str, count: u64, limit: Duration) -> Vec<Message> {
-    eventually(limit, || async { (stream_count(stream).await >= count).then_some(()) }).await;
+    eventually(limit, || async {
+        (stream_count(stream).await >= count).then_some(())
+    })
+    .await;
     let js = nats().await;
     let Ok(stream) = js.get_stream(stream).await else {
         return Vec::new();
@@ -274,7 +310,11 @@ pub async fn stream_messages(stream: &str, count: u64, limit: Duration) -> Vec<M
             .headers
             .get("Nats-Msg-Id")
             .map(|v| v.as_str().to_owned());
-        messages.push(Message { subject: raw.subject.to_string(), msg_id, payload: raw.payload });
+        messages.push(Message {
+            subject: raw.subject.to_string(),
+            msg_id,
+            payload: raw.payload,
+        });
         seq += 1;
     }
     messages
@@ -287,7 +327,11 @@ pub async fn delete_stream(stream: &str) {
 pub async fn drop_schema(schema: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))).execute(&mut conn).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&mut conn)
+        .await;
     }
 }
 
@@ -306,7 +350,11 @@ pub fn free_port() -> u16 {
 impl OwnNats {
     /// A port for a server not started yet: `url()` refuses connections until `start`.
     pub fn reserve() -> Self {
-        Self { port: free_port(), store_dir: tempfile::tempdir().expect("dir"), child: None }
+        Self {
+            port: free_port(),
+            store_dir: tempfile::tempdir().expect("dir"),
+            child: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -314,12 +362,23 @@ impl OwnNats {
     }
 
     pub async fn start(&mut self) {
-        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nats-server must be installed for the fault tests");
+        let binary = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("nats-server must be installed for the fault tests");
         let child = std::process::Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store_dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -327,9 +386,11 @@ impl OwnNats {
             .expect("start nats-server");
         self.child = Some(child);
         let url = self.url();
-        eventually(Duration::from_secs(10), || async { async_nats::connect(&url).await.ok().map(|_| ()) })
-            .await
-            .expect("own nats-server accepts connections");
+        eventually(Duration::from_secs(10), || async {
+            async_nats::connect(&url).await.ok().map(|_| ())
+        })
+        .await
+        .expect("own nats-server accepts connections");
     }
 
     pub fn kill(&mut self) {
@@ -340,7 +401,9 @@ impl OwnNats {
     }
 
     pub async fn count(&self, stream: &str) -> u64 {
-        let Ok(client) = async_nats::connect(self.url()).await else { return 0 };
+        let Ok(client) = async_nats::connect(self.url()).await else {
+            return 0;
+        };
         let js = async_nats::jetstream::new(client);
         match js.get_stream(stream).await {
             Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
@@ -365,7 +428,9 @@ pub struct Cuttable {
 
 impl Cuttable {
     pub async fn start(target: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (cut, _) = tokio::sync::watch::channel(false);
         let cut = std::sync::Arc::new(cut);
@@ -373,14 +438,18 @@ impl Cuttable {
         let state = cut.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if *state.borrow() {
                     continue;
                 }
                 let mut watch = state.subscribe();
                 let target = target.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = watch.wait_for(|cut| *cut) => {}
