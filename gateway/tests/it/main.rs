@@ -6,4 +6,5 @@ mod e2e_embedded;
 mod e2e_errors;
 mod e2e_faults;
 mod e2e_production;
+mod plugins_bundled;
 mod support;
