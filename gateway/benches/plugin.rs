@@ -5,7 +5,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hookgate::plugin::{CallInput, MapOutcome, PluginEngine, PluginLimits, PluginRegistry, Processed, RegistryOptions, WebhookRequest};
+use hookgate::plugin::{
+    CallInput, MapOutcome, PluginEngine, PluginLimits, PluginRegistry, Processed, RegistryOptions,
+    WebhookRequest,
+};
 use hookgate_plugin_sdk::{Request, Settings, SourcePlugin, TestHost};
 use shopify::Shopify;
 
@@ -13,7 +16,8 @@ const SECRET: &str = "shpss_bench_secret";
 
 /// The sample order trimmed to about 2 KB, a typical `orders/create` size.
 fn body() -> Vec<u8> {
-    let mut order: serde_json::Value = serde_json::from_str(hookgate::sample::SHOPIFY_ORDER).expect("sample");
+    let mut order: serde_json::Value =
+        serde_json::from_str(hookgate::sample::SHOPIFY_ORDER).expect("sample");
     if let Some(object) = order.as_object_mut() {
         for key in ["billing_address", "shipping_address", "shipping_lines"] {
             object.remove(key);
@@ -24,8 +28,18 @@ fn body() -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let body = body();
-    let signed = hookgate::sample::shopify(SECRET, "orders/create", "bench.myshopify.com", "evt-1", &body);
-    eprintln!("body: {} bytes, {} headers", signed.body.len(), signed.headers.len());
+    let signed = hookgate::sample::shopify(
+        SECRET,
+        "orders/create",
+        "bench.myshopify.com",
+        "evt-1",
+        &body,
+    );
+    eprintln!(
+        "body: {} bytes, {} headers",
+        signed.body.len(),
+        signed.headers.len()
+    );
 
     let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
     let registry = PluginRegistry::build(&engine, &RegistryOptions::default());
@@ -51,14 +65,22 @@ fn bench(c: &mut Criterion) {
                     correlation_id: "bench",
                 })
                 .expect("no fault");
-            assert!(matches!(processed, Processed::Verified { mapped: Ok(MapOutcome::Events(_)), .. }));
+            assert!(matches!(
+                processed,
+                Processed::Verified {
+                    mapped: Ok(MapOutcome::Events(_)),
+                    ..
+                }
+            ));
             black_box(processed)
         })
     });
 
     let host = TestHost::new().secrets([SECRET]);
     let handles = host.handles();
-    let mut native = Request::post().with_topic("orders-create").with_body(signed.body.clone());
+    let mut native = Request::post()
+        .with_topic("orders-create")
+        .with_body(signed.body.clone());
     for (name, value) in &signed.headers {
         native = native.with_header(name.clone(), value.clone());
     }

@@ -197,32 +197,7 @@ async fn get_webhook(state: &State, id: &str) -> Result<HttpResponse, ApiError> 
 }
 
 fn list_plugins(state: &State) -> HttpResponse {
-    let sources = state.pipeline.sources();
-    let plugins: Vec<serde_json::Value> = state
-        .plugins
-        .list()
-        .into_iter()
-        .map(|plugin| {
-            let bound: Vec<&str> = sources
-                .values()
-                .filter(|s| s.plugin.metadata().name == plugin.name)
-                .map(|s| s.name.as_str())
-                .collect();
-            json!({
-                "name": plugin.name,
-                "version": plugin.version,
-                "sha256": plugin.sha256,
-                "origin": plugin.origin.to_string(),
-                "sources": bound,
-            })
-        })
-        .collect();
-    let errors: Vec<serde_json::Value> = state
-        .plugins
-        .errors()
-        .iter()
-        .map(|error| json!({ "origin": error.origin.to_string(), "error": error.to_string() }))
-        .collect();
+    let (plugins, errors) = super::plugin_listing(state);
     json_response(
         StatusCode::OK,
         &json!({ "plugins": plugins, "load_errors": errors }),

@@ -37,32 +37,7 @@ pub async fn full(state: &State) -> HttpResponse {
         tokio::time::timeout(PROBE_TIMEOUT, state.store.outbox_stats()),
     );
     let sources = state.pipeline.sources();
-    let plugins: Vec<serde_json::Value> = state
-        .plugins
-        .list()
-        .into_iter()
-        .map(|plugin| {
-            let bound: Vec<&str> = sources
-                .values()
-                .filter(|s| s.plugin.metadata().name == plugin.name)
-                .map(|s| s.name.as_str())
-                .collect();
-            json!({
-                "name": plugin.name,
-                "version": plugin.version,
-                "sha256": plugin.sha256,
-                "origin": plugin.origin.to_string(),
-                "sources": bound,
-                "status": "ok",
-            })
-        })
-        .collect();
-    let load_errors: Vec<serde_json::Value> = state
-        .plugins
-        .errors()
-        .iter()
-        .map(|error| json!({ "origin": error.origin.to_string(), "error": error.to_string() }))
-        .collect();
+    let (plugins, load_errors) = super::plugin_listing(state);
     let outbox = match stats {
         Ok(Ok(stats)) => json!({ "status": "ok", "backlog": stats.pending, "dlq": stats.dead }),
         Ok(Err(error)) => json!({ "status": "unknown", "error": error.to_string() }),

@@ -152,6 +152,38 @@ fn correlation_id<B>(request: &Request<B>) -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The loaded plugins with the sources bound to each, and the plugins that failed to load:
+/// what both the health report and the admin API show.
+pub fn plugin_listing(state: &State) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let sources = state.pipeline.sources();
+    let plugins = state
+        .plugins
+        .list()
+        .into_iter()
+        .map(|plugin| {
+            let bound: Vec<&str> = sources
+                .values()
+                .filter(|s| s.plugin.metadata().name == plugin.name)
+                .map(|s| s.name.as_str())
+                .collect();
+            serde_json::json!({
+                "name": plugin.name,
+                "version": plugin.version,
+                "sha256": plugin.sha256,
+                "origin": plugin.origin.to_string(),
+                "sources": bound,
+            })
+        })
+        .collect();
+    let errors = state
+        .plugins
+        .errors()
+        .iter()
+        .map(|error| serde_json::json!({ "origin": error.origin.to_string(), "error": error.to_string() }))
+        .collect();
+    (plugins, errors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::correlation_id;

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use hookgate::plugin::{
-    CallInput, MapOutcome, PluginEngine, PluginLimits, PluginRegistry, Processed, RegistryOptions, WebhookRequest,
+    CallInput, MapOutcome, PluginEngine, PluginLimits, PluginRegistry, Processed, RegistryOptions,
+    WebhookRequest,
 };
 
 fn vectors_path() -> PathBuf {
@@ -16,7 +17,12 @@ fn vectors_path() -> PathBuf {
         .ancestors()
         .map(|dir| dir.join("shared/vectors/signatures.json"))
         .find(|candidate| candidate.exists())
-        .unwrap_or_else(|| panic!("shared/vectors/signatures.json not found above {}; set HOOKGATE_VECTORS", manifest.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "shared/vectors/signatures.json not found above {}; set HOOKGATE_VECTORS",
+                manifest.display()
+            )
+        })
 }
 
 #[test]
@@ -26,12 +32,18 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
     let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
     let registry = PluginRegistry::build(
         &engine,
-        &RegistryOptions { dir: None, cache_dir: Some(crate::support::plugin_cache_dir()), skip_bundled: false },
+        &RegistryOptions {
+            dir: None,
+            cache_dir: Some(crate::support::plugin_cache_dir()),
+            skip_bundled: false,
+        },
     );
     let mut checked = 0;
     for vector in vectors["vectors"].as_array().expect("vectors") {
         let source = vector["source"].as_str().expect("source");
-        let Some(plugin) = registry.get(source) else { continue };
+        let Some(plugin) = registry.get(source) else {
+            continue;
+        };
         let name = vector["name"].as_str().expect("name");
         let request = WebhookRequest {
             method: "POST".into(),
@@ -41,9 +53,19 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
                 .as_object()
                 .expect("headers")
                 .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().expect("header value").to_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        v.as_str().expect("header value").to_owned(),
+                    )
+                })
                 .collect(),
-            body: vector["body"].as_str().expect("body").as_bytes().to_vec().into(),
+            body: vector["body"]
+                .as_str()
+                .expect("body")
+                .as_bytes()
+                .to_vec()
+                .into(),
         };
         let secrets: Vec<Vec<u8>> = vector["secrets"]
             .as_array()
@@ -62,10 +84,18 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
             })
             .unwrap_or_else(|fault| panic!("{name}: plugin fault {fault}"));
         match (vector["expect"].as_str(), processed) {
-            (Some("valid"), Processed::Verified { matched_secret, mapped }) => {
+            (
+                Some("valid"),
+                Processed::Verified {
+                    matched_secret,
+                    mapped,
+                },
+            ) => {
                 // The matching secret is the one the vector was signed with: the last listed.
                 assert_eq!(matched_secret, Some(secrets.len() - 1), "{name}");
-                let Ok(MapOutcome::Events(mapping)) = mapped else { panic!("{name}: not mapped: {mapped:?}") };
+                let Ok(MapOutcome::Events(mapping)) = mapped else {
+                    panic!("{name}: not mapped: {mapped:?}")
+                };
                 assert_eq!(mapping.events.len(), 1, "{name}");
             }
             (Some("invalid"), Processed::Rejected(_)) => {}
