@@ -125,3 +125,110 @@ async fn serve_runs_on_embedded_defaults_with_an_empty_environment() {
         "secrets never reach the logs"
     );
 }
+
+/// HTTP/2 over cleartext (prior knowledge) is served on the same port, and the sender's
+/// `X-Request-Id` becomes the correlation id of the stored entry and its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_is_served_and_the_request_id_is_the_correlation_id() {
+    use http_body_util::{BodyExt, Full};
+    let harness = Harness::start(Options::new(Backend::Embedded)).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let webhook = shopify_order("h2c-1");
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(harness.url(&webhook.path));
+    for (name, value) in &webhook.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    request = request.header("x-request-id", "req-h2c-42");
+    let response = client
+        .request(
+            request
+                .body(Full::new(bytes::Bytes::from(webhook.body.clone())))
+                .expect("request"),
+        )
+        .await
+        .expect("h2c response");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("req-h2c-42")
+    );
+    let body: serde_json::Value = serde_json::from_slice(
+        &response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+    )
+    .expect("json");
+    let id = body["id"].as_str().expect("id").to_owned();
+    let detail = harness
+        .admin_get(&format!("/api/v1/admin/webhooks/{id}"))
+        .await
+        .json();
+    assert_eq!(detail["correlation_id"], "req-h2c-42");
+    let lines = eventually(Duration::from_secs(10), || async {
+        let lines = read_lines(&harness.events_file());
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await
+    .expect("event line");
+    assert_eq!(lines[0]["correlationid"], "req-h2c-42");
+    harness.cleanup().await;
+}
+
+/// `hookgate send` signs the sample like the platform and the gateway accepts it; sending
+/// the same event id again shows the duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_command_signs_samples_the_gateway_accepts() {
+    let harness = Harness::start(Options::new(Backend::Embedded)).await;
+    let send = |source: &str, secret: &str, event_id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args([
+                "send",
+                source,
+                "--url",
+                &harness.base,
+                "--secret",
+                secret,
+                "--event-id",
+                event_id,
+            ])
+            .env_clear()
+            .output()
+            .expect("run hookgate send")
+    };
+    for (source, secret, event_id) in [
+        ("shopify", SHOPIFY_SECRET, "send-1"),
+        ("stripe", STRIPE_SECRET, "evt_send_1"),
+    ] {
+        let first = send(source, secret, event_id);
+        let stdout = String::from_utf8_lossy(&first.stdout);
+        assert!(
+            first.status.success(),
+            "{source}: {stdout} {}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        assert!(
+            stdout.contains("-> 200") && stdout.contains("\"accepted\""),
+            "{stdout}"
+        );
+        let again = send(source, secret, event_id);
+        assert!(String::from_utf8_lossy(&again.stdout).contains("\"duplicate\""));
+    }
+    let wrong = send("shopify", "not-the-secret", "send-2");
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("-> 401"));
+    let unknown = send("github", "x", "1");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("shopify and stripe"));
+    harness.cleanup().await;
+}

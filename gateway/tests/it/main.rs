@@ -1,6 +1,7 @@
 //! End-to-end tests: real HTTP requests into a gateway started in-process, against the
 //! real PostgreSQL, Redis and NATS of the machine (or the embedded backends).
 
+mod cli;
 mod e2e_admin;
 mod e2e_embedded;
 mod e2e_errors;
