@@ -22,8 +22,11 @@ use crate::{dedupe, store};
 
 /// Webhooks per storage transaction at most.
 const MAX_BATCH: usize = 256;
-/// Storage transactions in flight at once.
-const WRITERS: usize = 2;
+/// Storage transactions in flight at once. SQLite has one write lock: a second writer
+/// would only wait for it in the busy handler's sleeps.
+fn storage_writers(kind: &str) -> usize {
+    if kind == "sqlite" { 1 } else { 2 }
+}
 
 /// A running gateway.
 pub struct Gateway {
@@ -60,7 +63,9 @@ impl Gateway {
         let engine = PluginEngine::new(PluginLimits {
             timeout: config.plugins.timeout(),
             memory_bytes: usize::try_from(config.plugins.memory_bytes()).unwrap_or(usize::MAX),
-            ..PluginLimits::default()
+            // One slot per request the gateway admits, up to tokio's blocking-pool size
+            // (plugin calls run there): an admitted request never finds the pool full.
+            max_instances: u32::try_from(config.http.max_concurrency.min(512)).unwrap_or(512),
         })
         .context("plugin engine")?;
         let plugin_dir = config
@@ -92,7 +97,12 @@ impl Gateway {
             },
             shutdown_rx.clone(),
         );
-        let writer = BatchWriter::start(store.clone(), metrics.clone(), MAX_BATCH, WRITERS);
+        let writer = BatchWriter::start(
+            store.clone(),
+            metrics.clone(),
+            MAX_BATCH,
+            storage_writers(store.kind()),
+        );
         let pipeline = Arc::new(Pipeline::new(
             sources,
             dedupe.clone(),

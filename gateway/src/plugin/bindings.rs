@@ -18,9 +18,9 @@ wasmtime::component::bindgen!({
 });
 
 /// The WIT types, under a short name for the conversions in `types`.
-pub(crate) use hookgate::plugin::types as wit;
+pub(crate) use self::hookgate::plugin::types as wit;
 
-use hookgate::plugin::host::{HashAlgorithm, LogLevel};
+use self::hookgate::plugin::host::{HashAlgorithm, LogLevel};
 
 /// Longest log line a plugin may write; the rest is cut so a plugin cannot flood the log
 /// with one call.
@@ -218,7 +218,7 @@ fn now_seconds(now_override: Option<i64>) -> i64 {
     })
 }
 
-impl hookgate::plugin::types::Host for CallState {}
+impl self::hookgate::plugin::types::Host for CallState {}
 
 fn mac(algorithm: HashAlgorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
     // `new_from_slice` accepts keys of any length for HMAC; the fallback is unreachable
