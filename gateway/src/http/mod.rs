@@ -8,7 +8,7 @@ pub mod server;
 pub mod webhooks;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::dedupe::Dedupe;
 use crate::ingest::Pipeline;
-use crate::metrics::{Metrics, ReasonLabel, SourceLabel};
+use crate::metrics::{Metrics, ReasonLabel};
 use crate::plugin::PluginRegistry;
 use crate::publish::EventSink;
 use crate::store::Store;
@@ -81,17 +81,7 @@ async fn dispatch(
             )
             .into_response();
         };
-        let started = Instant::now();
-        let source = webhooks::parse_path(rest).map(|(source, _)| source);
-        let response = webhooks::handle(state, request, rest, correlation_id).await;
-        if let Some(source) = source.filter(|s| state.pipeline.sources().contains_key(s)) {
-            state
-                .metrics
-                .request_duration
-                .get_or_create(&SourceLabel { source })
-                .observe(started.elapsed().as_secs_f64());
-        }
-        return response;
+        return webhooks::handle(state, request, rest, correlation_id).await;
     }
     if path == ADMIN || path.starts_with("/api/v1/admin/") {
         return admin::handle(state, request, &path).await;

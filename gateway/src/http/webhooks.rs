@@ -1,7 +1,7 @@
 //! `POST /api/v1/webhooks/{source}[/{topic}]`: reads the body within its limits and hands
 //! the delivery to the pipeline; maps each outcome to its status and JSON body.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -13,7 +13,7 @@ use percent_encoding::percent_decode_str;
 use super::State;
 use super::error::{ApiError, HttpResponse, json_response, method_not_allowed};
 use crate::ingest::{Delivery, IngestError, Ingested};
-use crate::metrics::ReasonLabel;
+use crate::metrics::{ReasonLabel, SourceLabel};
 use crate::plugin::WebhookRequest;
 
 /// Splits `{source}[/{topic...}]`; the topic is percent-decoded per segment and the
@@ -35,16 +35,41 @@ pub fn parse_path(rest: &str) -> Option<(String, Option<String>)> {
     Some((source, topic))
 }
 
+/// Parses the path once, answers, and times the answer for a configured source.
 pub async fn handle(
     state: &State,
     request: Request<Incoming>,
     rest: &str,
     correlation_id: &str,
 ) -> HttpResponse {
+    let started = Instant::now();
+    let parsed = parse_path(rest);
+    let known_source = parsed
+        .as_ref()
+        .map(|(source, _)| source)
+        .filter(|source| state.pipeline.sources().contains_key(*source))
+        .cloned();
+    let response = respond(state, request, parsed, correlation_id).await;
+    if let Some(source) = known_source {
+        state
+            .metrics
+            .request_duration
+            .get_or_create(&SourceLabel { source })
+            .observe(started.elapsed().as_secs_f64());
+    }
+    response
+}
+
+async fn respond(
+    state: &State,
+    request: Request<Incoming>,
+    parsed: Option<(String, Option<String>)>,
+    correlation_id: &str,
+) -> HttpResponse {
     if request.method() != Method::POST {
         return method_not_allowed("POST");
     }
-    let Some((source, topic)) = parse_path(rest) else {
+    let Some((source, topic)) = parsed else {
         return ApiError::bad_request(
             "the webhook path must be /api/v1/webhooks/{source}[/{topic}], UTF-8",
         )

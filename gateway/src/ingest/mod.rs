@@ -215,18 +215,11 @@ impl Pipeline {
     }
 
     fn count_fault(&self, source: &SourceRuntime, fault: &PluginFault) {
-        let kind = match fault {
-            PluginFault::Timeout => "timeout",
-            PluginFault::OutOfMemory => "out_of_memory",
-            PluginFault::Trap(_) => "trap",
-            PluginFault::Invalid(_) => "invalid_output",
-            PluginFault::Busy(_) => "busy",
-        };
         self.metrics
             .plugin_failures
             .get_or_create(&PluginFailure {
                 plugin: source.plugin.metadata().name.clone(),
-                kind,
+                kind: fault.code(),
             })
             .inc();
     }

@@ -286,7 +286,11 @@ impl Message {
 }
 
 pub async fn stream_count(stream: &str) -> u64 {
-    let js = nats().await;
+    messages_in(&nats().await, stream).await
+}
+
+/// Messages in `stream`; 0 when there is no such stream.
+async fn messages_in(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
     match js.get_stream(stream).await {
         Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,
@@ -400,15 +404,12 @@ impl OwnNats {
         }
     }
 
+    /// Messages in `stream` on this server; 0 while it is down.
     pub async fn count(&self, stream: &str) -> u64 {
         let Ok(client) = async_nats::connect(self.url()).await else {
             return 0;
         };
-        let js = async_nats::jetstream::new(client);
-        match js.get_stream(stream).await {
-            Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
-            Err(_) => 0,
-        }
+        messages_in(&async_nats::jetstream::new(client), stream).await
     }
 }
 
