@@ -3,8 +3,10 @@
 //! Fresh events arrive straight from the pipeline after their commit (no polling delay);
 //! a periodic sweep of the outbox picks up everything else: retries that came due, and
 //! events left behind by a crash or a full hand-off queue. One task does both in turn,
-//! so an event is never in two publications of this process at once. Publishing is
-//! at-least-once; the `Nats-Msg-Id` (the event id) lets JetStream drop the rare repeat.
+//! fresh events first; the sweep takes only events received longer than a grace ago and
+//! only while no hand-off waits, so a slow commit is not published twice by this process.
+//! Publishing is at-least-once; the `Nats-Msg-Id` (the event id) lets JetStream drop the
+//! rare repeat.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,8 +119,12 @@ impl Relay {
                     self.publish(std::mem::take(&mut batch)).await;
                 }
                 _ = sweep.tick() => {
-                    // Keep sweeping while full batches come back: a backlog drains at full speed.
-                    while self.sweep_once().await == self.config.batch_size {}
+                    // Keep sweeping while full batches come back, so a backlog drains at full
+                    // speed, but never while fresh events wait: a hand-off older than the
+                    // grace that the sweep could also see is then always already published.
+                    while receiver.is_empty()
+                        && self.sweep_once().await == self.config.batch_size
+                    {}
                 }
                 _ = stats.tick() => self.refresh_stats().await,
             }

@@ -257,9 +257,12 @@ where
     }
 }
 
+/// The complete lines of a JSON-lines file: a line still being appended (no newline yet)
+/// is left for the next read, as any tailing consumer would.
 pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .map(|line| serde_json::from_str(line).expect("each line is JSON"))
         .collect()
