@@ -3,11 +3,13 @@
 //! Fresh events arrive straight from the pipeline after their commit (no polling delay);
 //! a periodic sweep of the outbox picks up everything else: retries that came due, and
 //! events left behind by a crash or a full hand-off queue. One task does both in turn,
-//! fresh events first; the sweep takes only events received longer than a grace ago and
-//! only while no hand-off waits, so a slow commit is not published twice by this process.
+//! fresh events first; the sweep takes only events received longer than a grace ago, and
+//! a hand-off the last sweep already took is dropped, so a slow commit is not published
+//! twice by this process.
 //! Publishing is at-least-once; the `Nats-Msg-Id` (the event id) lets JetStream drop the
 //! rare repeat.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +102,7 @@ impl Relay {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(Duration::from_secs(5));
         let mut batch = Vec::with_capacity(self.config.batch_size);
+        let mut swept = HashSet::new();
         loop {
             tokio::select! {
                 biased;
@@ -107,6 +110,7 @@ impl Relay {
                     if changed.is_err() || *shutdown.borrow() {
                         receiver.close();
                         while receiver.recv_many(&mut batch, self.config.batch_size).await > 0 {
+                            batch.retain(|event| !swept.contains(&event.id));
                             self.publish(std::mem::take(&mut batch)).await;
                         }
                         return;
@@ -116,23 +120,31 @@ impl Relay {
                     if received == 0 {
                         return;
                     }
+                    batch.retain(|event| !swept.contains(&event.id));
                     self.publish(std::mem::take(&mut batch)).await;
                 }
                 _ = sweep.tick() => {
+                    // A webhook whose commit came later than the grace can be committed while
+                    // a sweep reads the outbox and so be seen by both paths: the ids the last
+                    // sweep took are kept until the next one to drop such a hand-off.
+                    swept.clear();
                     // Keep sweeping while full batches come back, so a backlog drains at full
-                    // speed, but never while fresh events wait: a hand-off older than the
-                    // grace that the sweep could also see is then always already published.
-                    while receiver.is_empty()
-                        && self.sweep_once().await == self.config.batch_size
-                    {}
+                    // speed, but let waiting hand-offs go first.
+                    while receiver.is_empty() {
+                        let found = self.sweep_once(&mut swept).await;
+                        if found < self.config.batch_size {
+                            break;
+                        }
+                    }
                 }
                 _ = stats.tick() => self.refresh_stats().await,
             }
         }
     }
 
-    /// Publishes one batch of due events; returns how many it found.
-    async fn sweep_once(&self) -> usize {
+    /// Publishes one batch of due events, adding their ids to `swept`; returns how many it
+    /// found.
+    async fn sweep_once(&self, swept: &mut HashSet<String>) -> usize {
         let Ok(grace) = chrono::Duration::from_std(self.config.handoff_grace) else {
             return 0;
         };
@@ -140,6 +152,7 @@ impl Relay {
         match self.store.due_events(Utc::now() - grace, limit).await {
             Ok(events) => {
                 let found = events.len();
+                swept.extend(events.iter().map(|event| event.id.clone()));
                 if found > 0 {
                     self.publish(events).await;
                 }
@@ -246,6 +259,59 @@ fn backoff(config: &RelayConfig, attempts: i32, event_id: &str) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::file::FileSink;
+
+    /// A commit late enough for the sweep to see its events, whose hand-off then arrives
+    /// after the sweep published them, is written once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hand_off_the_sweep_already_published_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::connect("sqlite::memory:", "unused")
+            .await
+            .expect("sqlite");
+        store.migrate().await.expect("migrate");
+        let old = Utc::now() - chrono::Duration::seconds(30);
+        let webhook = crate::store::tests::webhook("shopify", "late-commit", old, 1);
+        store.insert_batch(&[webhook]).await.expect("insert");
+        let events = store.due_events(Utc::now(), 10).await.expect("due");
+        assert_eq!(events.len(), 1);
+
+        let path = dir.path().join("events.jsonl");
+        let sink = Arc::new(FileSink::open(&path).await.expect("file sink"));
+        let (stop, shutdown) = watch::channel(false);
+        let config = RelayConfig {
+            // The first tick sweeps at once; the next is out of the test's reach.
+            poll_interval: Duration::from_secs(3600),
+            ..RelayConfig::default()
+        };
+        let (handle, task) = Relay::start(
+            store.clone(),
+            sink,
+            Arc::new(Metrics::new()),
+            config,
+            shutdown,
+        );
+        let lines = || {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lines() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(lines(), 1, "the sweep publishes the overdue event");
+
+        handle.notify(events.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(lines(), 1, "the late hand-off is not written again");
+        // Nor by the drain at shutdown.
+        handle.notify(events);
+        stop.send(true).expect("relay running");
+        task.await.expect("relay task");
+        assert_eq!(lines(), 1, "the late hand-off is not written at shutdown");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

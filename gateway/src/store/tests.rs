@@ -124,7 +124,12 @@ fn binary_body(tag: &str) -> Bytes {
     Bytes::from(body)
 }
 
-fn webhook(source: &str, key: &str, received_at: DateTime<Utc>, events: i32) -> NewWebhook {
+pub(crate) fn webhook(
+    source: &str,
+    key: &str,
+    received_at: DateTime<Utc>,
+    events: i32,
+) -> NewWebhook {
     let id = Uuid::now_v7();
     NewWebhook {
         entry: NewEntry {
