@@ -71,6 +71,22 @@ where
     }
 }
 
+/// Creates a stream as an operator would, retrying a JetStream 500: the server fails a
+/// create when another test deletes the account's last stream at that moment.
+async fn operator_creates(js: &jetstream::Context, config: jetstream::stream::Config) {
+    let mut attempts = 0;
+    loop {
+        match js.create_stream(config.clone()).await {
+            Ok(_) => return,
+            Err(e) if attempts < 5 && e.to_string().contains("500") => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("operator stream {}: {e:?}", config.name),
+        }
+    }
+}
+
 /// Events as the relay sends them: envelopes from the real encoder, subjects from the real
 /// subject builder.
 fn events(prefix: &str, n: usize) -> Vec<Outgoing> {
@@ -426,17 +442,18 @@ async fn an_existing_stream_is_amended_not_replaced() {
     with_stream(true, |env| async move {
         // An operator created the stream with their own limits and another window.
         let max_age = Duration::from_secs(7 * 24 * 3600);
-        env.js
-            .create_stream(jetstream::stream::Config {
+        operator_creates(
+            &env.js,
+            jetstream::stream::Config {
                 name: env.options.stream.clone(),
                 subjects: vec![format!("{}.legacy.>", env.options.subject_prefix)],
                 duplicate_window: Duration::from_secs(30),
                 max_age,
                 storage: jetstream::stream::StorageType::File,
                 ..Default::default()
-            })
-            .await
-            .expect("operator stream");
+            },
+        )
+        .await;
 
         let sink = NatsSink::connect(&nats_url(), &env.options)
             .await
@@ -469,14 +486,15 @@ async fn a_stream_config_the_server_refuses_stops_connect() {
     with_stream(true, |env| async move {
         // Another stream already owns the subjects: JetStream refuses the overlap.
         let other = format!("{}_OTHER", env.options.stream);
-        env.js
-            .create_stream(jetstream::stream::Config {
+        operator_creates(
+            &env.js,
+            jetstream::stream::Config {
                 name: other.clone(),
                 subjects: vec![format!("{}.>", env.options.subject_prefix)],
                 ..Default::default()
-            })
-            .await
-            .expect("other stream");
+            },
+        )
+        .await;
         let result = NatsSink::connect(&nats_url(), &env.options).await;
         let _ = env.js.delete_stream(&other).await;
         let err = result.err().expect("connect must fail");

@@ -138,9 +138,9 @@ impl NatsSink {
         }
         let name = &self.options.stream;
         let wanted_subject = format!("{}.>", self.options.subject_prefix);
-        // Two rounds: another gateway instance may create the stream between our lookup
-        // and our create.
-        for _ in 0..2 {
+        // A few rounds: another gateway instance may create the stream between our lookup
+        // and our create, and the server may fail a create transiently.
+        for _ in 0..CREATE_ROUNDS {
             match self.jetstream.get_stream(name).await {
                 Ok(existing) => {
                     let mut config = existing.cached_info().config.clone();
@@ -179,6 +179,14 @@ impl NatsSink {
                         Err(e)
                             if is_jetstream_code(&e, jetstream::ErrorCode::STREAM_NAME_EXIST) =>
                         {
+                            continue;
+                        }
+                        Err(e) if is_server_failure(&e) => {
+                            // Seen when another stream of the account is deleted at the
+                            // same moment: the server removes the account's store
+                            // directory under the create. The next attempt succeeds.
+                            tracing::debug!(stream = %name, error = %e, "stream create failed on the server; retrying");
+                            tokio::time::sleep(CREATE_RETRY_DELAY).await;
                             continue;
                         }
                         Err(e) => return Err(stream_error("create", name, &e)),
@@ -299,6 +307,16 @@ fn covers(wider: &str, pattern: &str) -> bool {
 fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
     matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
         if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Attempts at creating or amending the stream before `ensure_stream` gives up for now.
+const CREATE_ROUNDS: usize = 4;
+const CREATE_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// A JetStream 500: the server failed, the request itself was fine.
+fn is_server_failure(err: &jetstream::context::CreateStreamError) -> bool {
+    matches!(err.kind(), jetstream::context::CreateStreamErrorKind::JetStream(e)
+        if e.code() == 500)
 }
 
 fn is_jetstream_code(
