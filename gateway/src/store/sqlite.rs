@@ -6,6 +6,7 @@
 //! makes concurrent writers wait (busy timeout) instead of failing to upgrade a read lock.
 //! Timestamps are stored as unix microseconds, UUIDs as 16-byte blobs.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,14 +23,65 @@ use uuid::Uuid;
 use super::common::{classify, count, decode_headers, encode_headers};
 use super::*;
 
-/// Readers run in parallel under WAL; writers queue on the write lock anyway.
+/// Read connections; writes have one of their own.
 const POOL_SIZE: u32 = 4;
+/// How often the background task checkpoints the WAL.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// The WAL size (in pages) at which a commit checkpoints by itself after all: far above
+/// what the background task lets it reach.
+const BACKSTOP_CHECKPOINT_PAGES: u32 = 32 * 1024;
+/// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const MAX_PARAMETERS: usize = 32_766;
+const ENTRY_COLUMN_COUNT: usize = 14;
+const EVENT_COLUMN_COUNT: usize = 9;
+
+/// How many rows of `columns` bound values fit in one statement.
+const fn rows_per_statement(columns: usize) -> usize {
+    MAX_PARAMETERS / columns
+}
 /// How long a writer waits for the write lock before giving up with `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
+    /// Readers: run in parallel under WAL.
     pool: SqlitePool,
+    /// The one connection every write transaction of this process goes through. SQLite
+    /// takes one writer at a time anyway; queueing for this connection costs nothing,
+    /// whereas writers on separate connections meet the lock and sleep in SQLite's busy
+    /// handler (1, 2, 5, ... ms), idling the gateway while the lock is already free.
+    writer: SqlitePool,
+    /// Copies the WAL back into the database file off the write path.
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.checkpointer.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] from a read connection.
+///
+/// Left to SQLite, the commit that crosses `wal_autocheckpoint` does the checkpoint itself:
+/// under load that is several times a second, each copying megabytes and syncing the
+/// database file while every webhook of the batch waits for its answer. A passive
+/// checkpoint from another connection does the same work in parallel with the writer and
+/// never blocks it.
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(%error, "background WAL checkpoint failed; will retry");
+        }
+    }
 }
 
 impl SqliteStore {
@@ -43,30 +95,58 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Checkpoints run in the background (see `checkpoint_loop`); this only bounds
+            // the WAL should that task fall behind.
+            .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string())
+            // Pages are read through the mapping instead of a read syscall each, and the
+            // recent pages the relay marks published stay cached.
+            .pragma("mmap_size", (256 * 1024 * 1024).to_string())
+            .pragma("cache_size", (-64 * 1024).to_string());
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let pool_options = if in_memory {
+        if in_memory {
             // An in-memory database vanishes with its last connection, and a shared-cache
             // one answers SQLITE_LOCKED (no busy wait) to concurrent writers: keep exactly
-            // one connection, forever.
-            SqlitePoolOptions::new()
+            // one connection, forever, for reads and writes alike.
+            let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-        } else {
-            let file = options.get_filename();
-            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-                create_dir(parent).await?;
-            }
-            SqlitePoolOptions::new().max_connections(POOL_SIZE)
-        };
-        let pool = pool_options
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(sqlite_error)?;
+            return Ok(Self {
+                writer: pool.clone(),
+                pool,
+                checkpointer: None,
+            });
+        }
+        let file = options.get_filename();
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_dir(parent).await?;
+        }
+        // The writer connects first, so it is the one that creates the file with the
+        // options above.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(sqlite_error)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(sqlite_error)?;
-        Ok(Self { pool })
+        let checkpointer = tokio::spawn(checkpoint_loop(pool.clone()));
+        Ok(Self {
+            pool,
+            writer,
+            checkpointer: Some(checkpointer),
+        })
     }
 
     /// The underlying pool, for tests and tooling that need raw SQL.
@@ -75,7 +155,7 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sqlite_error)
@@ -123,67 +203,97 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        // Encoded before the write lock is taken: nothing but SQL runs while it is held.
+        let headers = batch
+            .iter()
+            .map(|webhook| encode_headers(&webhook.entry.headers))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin_write().await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for webhook in batch {
-            let e = &webhook.entry;
-            // Rows are inserted in batch order inside one transaction, so a later twin of
-            // the same batch conflicts with the first one and is answered with its id.
-            let inserted = sqlx::query(
+        // Multi-row statements: each statement is a round trip to the connection's worker
+        // thread, which per row cost more than SQLite's own work. Rows are inserted in
+        // batch order, so a later twin of the same batch conflicts with the first and is
+        // answered with its id below.
+        let mut inserted = HashSet::with_capacity(batch.len());
+        let rows: Vec<(&NewWebhook, &String)> = batch.iter().zip(&headers).collect();
+        for chunk in rows.chunks(rows_per_statement(ENTRY_COLUMN_COUNT)) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO webhook_entries (id, source, topic, tenant, idempotency_key, \
                     headers, body, received_at, status, attempts, last_error, plugin, \
-                    plugin_version, correlation_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) \
-                 ON CONFLICT (source, idempotency_key) DO NOTHING",
-            )
-            .bind(e.id)
-            .bind(e.source.as_str())
-            .bind(e.topic.as_deref())
-            .bind(e.tenant.as_deref())
-            .bind(e.idempotency_key.as_str())
-            .bind(encode_headers(&e.headers)?)
-            .bind(&e.body[..])
-            .bind(micros(e.received_at))
-            .bind(e.status.as_str())
-            .bind(e.last_error.as_deref())
-            .bind(e.plugin.as_str())
-            .bind(e.plugin_version.as_str())
-            .bind(e.correlation_id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(sqlite_error)?
-            .rows_affected()
-                == 1;
-            if !inserted {
-                let existing_id: Uuid = sqlx::query_scalar(
-                    "SELECT id FROM webhook_entries WHERE source = ? AND idempotency_key = ?",
-                )
-                .bind(e.source.as_str())
-                .bind(e.idempotency_key.as_str())
-                .fetch_one(&mut *tx)
+                    plugin_version, correlation_id) ",
+            );
+            insert.push_values(chunk, |mut row, (webhook, headers)| {
+                let e = &webhook.entry;
+                row.push_bind(e.id)
+                    .push_bind(e.source.as_str())
+                    .push_bind(e.topic.as_deref())
+                    .push_bind(e.tenant.as_deref())
+                    .push_bind(e.idempotency_key.as_str())
+                    .push_bind(headers.as_str())
+                    .push_bind(&e.body[..])
+                    .push_bind(micros(e.received_at))
+                    .push_bind(e.status.as_str())
+                    .push_bind(0_i32)
+                    .push_bind(e.last_error.as_deref())
+                    .push_bind(e.plugin.as_str())
+                    .push_bind(e.plugin_version.as_str())
+                    .push_bind(e.correlation_id.as_str());
+            });
+            insert.push(" ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id");
+            let ids: Vec<Uuid> = insert
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(sqlite_error)?;
-                outcomes.push(InsertOutcome::Duplicate { existing_id });
-                continue;
-            }
-            for event in &webhook.events {
-                sqlx::query(
-                    "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, status, \
-                        attempts, next_attempt_at, created_at) \
-                     VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-                )
-                .bind(event.id.as_str())
-                .bind(e.id)
-                .bind(event.seq)
-                .bind(event.subject.as_str())
-                .bind(&event.envelope[..])
-                .bind(micros(e.received_at))
-                .bind(micros(e.received_at))
+            inserted.extend(ids);
+        }
+        let events: Vec<(&NewEntry, &NewEvent)> = batch
+            .iter()
+            .filter(|webhook| inserted.contains(&webhook.entry.id))
+            .flat_map(|webhook| {
+                webhook
+                    .events
+                    .iter()
+                    .map(move |event| (&webhook.entry, event))
+            })
+            .collect();
+        for chunk in events.chunks(rows_per_statement(EVENT_COLUMN_COUNT)) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, status, \
+                    attempts, next_attempt_at, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, (entry, event)| {
+                row.push_bind(event.id.as_str())
+                    .push_bind(entry.id)
+                    .push_bind(event.seq)
+                    .push_bind(event.subject.as_str())
+                    .push_bind(&event.envelope[..])
+                    .push_bind("pending")
+                    .push_bind(0_i32)
+                    .push_bind(micros(entry.received_at))
+                    .push_bind(micros(entry.received_at));
+            });
+            insert
+                .build()
                 .execute(&mut *tx)
                 .await
                 .map_err(sqlite_error)?;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for webhook in batch {
+            if inserted.contains(&webhook.entry.id) {
+                outcomes.push(InsertOutcome::Inserted);
+                continue;
             }
-            outcomes.push(InsertOutcome::Inserted);
+            let e = &webhook.entry;
+            let existing_id: Uuid = sqlx::query_scalar(
+                "SELECT id FROM webhook_entries WHERE source = ? AND idempotency_key = ?",
+            )
+            .bind(e.source.as_str())
+            .bind(e.idempotency_key.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sqlite_error)?;
+            outcomes.push(InsertOutcome::Duplicate { existing_id });
         }
         tx.commit().await.map_err(sqlite_error)?;
         Ok(outcomes)
