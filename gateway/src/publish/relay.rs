@@ -28,6 +28,9 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// The sweep leaves events younger than this to the direct hand-off.
     pub handoff_grace: Duration,
+    /// Published events are recorded so at most this long after their acknowledgement
+    /// (sooner when many are waiting). A crash in between only means a re-send.
+    pub mark_interval: Duration,
     /// An event is dead-lettered only once it is older than this (counted from receipt).
     pub retry_max_age: Duration,
     /// First retry delay; doubles per attempt up to `max_backoff`.
@@ -41,6 +44,7 @@ impl Default for RelayConfig {
             batch_size: 512,
             poll_interval: Duration::from_millis(500),
             handoff_grace: Duration::from_secs(2),
+            mark_interval: Duration::from_millis(100),
             retry_max_age: Duration::from_secs(72 * 3600),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
@@ -101,8 +105,13 @@ impl Relay {
         let mut sweep = tokio::time::interval(self.config.poll_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(Duration::from_secs(5));
+        let mut mark_tick = tokio::time::interval(self.config.mark_interval);
+        mark_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(self.config.batch_size);
         let mut swept = HashSet::new();
+        // Published but not yet recorded so: recording is one write transaction whatever
+        // the count, so it is done for many publications at once, off the publishing path.
+        let mut unmarked = Vec::new();
         loop {
             tokio::select! {
                 biased;
@@ -111,19 +120,29 @@ impl Relay {
                         receiver.close();
                         while receiver.recv_many(&mut batch, self.config.batch_size).await > 0 {
                             batch.retain(|event| !swept.contains(&event.id));
-                            self.publish(std::mem::take(&mut batch)).await;
+                            self.publish(std::mem::take(&mut batch), &mut unmarked).await;
                         }
+                        self.record_published(&mut unmarked).await;
                         return;
                     }
                 }
                 received = receiver.recv_many(&mut batch, self.config.batch_size) => {
                     if received == 0 {
+                        self.record_published(&mut unmarked).await;
                         return;
                     }
                     batch.retain(|event| !swept.contains(&event.id));
-                    self.publish(std::mem::take(&mut batch)).await;
+                    self.publish(std::mem::take(&mut batch), &mut unmarked).await;
+                    if unmarked.len() >= self.config.batch_size * 4 {
+                        self.record_published(&mut unmarked).await;
+                    }
+                }
+                _ = mark_tick.tick(), if !unmarked.is_empty() => {
+                    self.record_published(&mut unmarked).await;
                 }
                 _ = sweep.tick() => {
+                    // The sweep must not take events that are published but not yet recorded.
+                    self.record_published(&mut unmarked).await;
                     // A webhook whose commit came later than the grace can be committed while
                     // a sweep reads the outbox and so be seen by both paths: the ids the last
                     // sweep took are kept until the next one to drop such a hand-off.
@@ -131,7 +150,8 @@ impl Relay {
                     // Keep sweeping while full batches come back, so a backlog drains at full
                     // speed, but let waiting hand-offs go first.
                     while receiver.is_empty() {
-                        let found = self.sweep_once(&mut swept).await;
+                        let found = self.sweep_once(&mut swept, &mut unmarked).await;
+                        self.record_published(&mut unmarked).await;
                         if found < self.config.batch_size {
                             break;
                         }
@@ -142,9 +162,21 @@ impl Relay {
         }
     }
 
+    /// Records `unmarked` as published, and empties it.
+    async fn record_published(&self, unmarked: &mut Vec<String>) {
+        if unmarked.is_empty() {
+            return;
+        }
+        // If this fails the events stay pending and are re-sent; JetStream drops the repeats.
+        if let Err(error) = self.store.mark_published(unmarked, Utc::now()).await {
+            tracing::warn!(%error, count = unmarked.len(), "could not record published events");
+        }
+        unmarked.clear();
+    }
+
     /// Publishes one batch of due events, adding their ids to `swept`; returns how many it
     /// found.
-    async fn sweep_once(&self, swept: &mut HashSet<String>) -> usize {
+    async fn sweep_once(&self, swept: &mut HashSet<String>, unmarked: &mut Vec<String>) -> usize {
         let Ok(grace) = chrono::Duration::from_std(self.config.handoff_grace) else {
             return 0;
         };
@@ -154,7 +186,7 @@ impl Relay {
                 let found = events.len();
                 swept.extend(events.iter().map(|event| event.id.clone()));
                 if found > 0 {
-                    self.publish(events).await;
+                    self.publish(events, unmarked).await;
                 }
                 found
             }
@@ -175,7 +207,8 @@ impl Relay {
         }
     }
 
-    async fn publish(&self, events: Vec<OutboxEvent>) {
+    /// Publishes `events`; the ids of those the bus acknowledged go to `unmarked`.
+    async fn publish(&self, events: Vec<OutboxEvent>, unmarked: &mut Vec<String>) {
         if events.is_empty() {
             return;
         }
@@ -193,21 +226,17 @@ impl Relay {
             .publish_duration
             .observe(started.elapsed().as_secs_f64());
 
-        let mut published = Vec::with_capacity(events.len());
+        let before = unmarked.len();
         let mut failed = Vec::new();
         for (event, result) in events.into_iter().zip(results) {
             match result {
-                Ok(()) => published.push(event.id),
+                Ok(()) => unmarked.push(event.id),
                 Err(error) => failed.push((event, error)),
             }
         }
-        if !published.is_empty() {
-            self.metrics.events_published.inc_by(published.len() as u64);
-            // If this fails the events stay pending and are re-sent; JetStream drops the repeats.
-            if let Err(error) = self.store.mark_published(&published, Utc::now()).await {
-                tracing::warn!(%error, count = published.len(), "could not record published events");
-            }
-        }
+        self.metrics
+            .events_published
+            .inc_by((unmarked.len() - before) as u64);
         for (event, error) in failed {
             self.record_failure(event, error).await;
         }
