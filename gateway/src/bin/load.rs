@@ -200,6 +200,7 @@ async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
     let config = Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())?;
     let gateway = Gateway::start(&config).await.context("start gateway")?;
     let result = drive(name, gateway.local_addr, args).await;
+    print_batching(name, &gateway.state.metrics.encode());
 
     // Prove nothing was lost: every accepted webhook's event reaches the bus.
     let expected = result.accepted;
@@ -224,6 +225,30 @@ async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
         cleanup(args, &schema, &stream).await;
     }
     Ok(result)
+}
+
+/// How well concurrent webhooks were grouped: the figures that explain a run's throughput.
+fn print_batching(name: &str, exposition: &str) {
+    let value = |metric: &str| -> f64 {
+        exposition
+            .lines()
+            .filter(|line| line.starts_with(metric) && line[metric.len()..].starts_with([' ', '{']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let commits = value("hookgate_storage_batch_size_count");
+    let stored = value("hookgate_storage_batch_size_sum");
+    let commit_seconds = value("hookgate_storage_commit_duration_seconds_sum");
+    let publications = value("hookgate_publish_duration_seconds_count");
+    let published = value("hookgate_events_published_total");
+    let per = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    eprintln!(
+        "{name}: {commits} storage commits, {:.1} webhooks each, {:.2} ms each; \
+         {publications} publications, {:.1} events each",
+        per(stored, commits),
+        per(commit_seconds * 1000.0, commits),
+        per(published, publications),
+    );
 }
 
 fn count_lines(path: &std::path::Path) -> u64 {

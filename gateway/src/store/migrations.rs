@@ -14,10 +14,16 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 use super::StoreError;
 
 /// (file name, contents) of `migrations/postgres`, oldest first.
-pub(crate) const POSTGRES: &[(&str, &str)] = &[(
-    "20261129000001_initial.sql",
-    include_str!("../../../migrations/postgres/20261129000001_initial.sql"),
-)];
+pub(crate) const POSTGRES: &[(&str, &str)] = &[
+    (
+        "20261129000001_initial.sql",
+        include_str!("../../../migrations/postgres/20261129000001_initial.sql"),
+    ),
+    (
+        "20261129000002_lz4_payloads.sql",
+        include_str!("../../../migrations/postgres/20261129000002_lz4_payloads.sql"),
+    ),
+];
 
 /// (file name, contents) of `migrations/sqlite`, oldest first.
 pub(crate) const SQLITE: &[(&str, &str)] = &[(

@@ -52,7 +52,9 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::BadUrl(format!("cannot parse PostgreSQL url: {e}")))?
             // Set at connection start-up: no extra round trip per connection.
-            .options([("search_path", schema)])
+            // JIT compiling pays off for long analytical queries; a batch insert whose
+            // row estimates pass `jit_above_cost` would spend ~150 ms compiling instead.
+            .options([("search_path", schema), ("jit", "off")])
             .application_name("hookgate");
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
