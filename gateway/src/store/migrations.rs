@@ -20,8 +20,8 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
         include_str!("../../../migrations/postgres/20261129000001_initial.sql"),
     ),
     (
-        "20261129000002_lz4_payloads.sql",
-        include_str!("../../../migrations/postgres/20261129000002_lz4_payloads.sql"),
+        "20261129000002_hot_path_tuning.sql",
+        include_str!("../../../migrations/postgres/20261129000002_hot_path_tuning.sql"),
     ),
 ];
 
