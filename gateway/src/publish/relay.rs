@@ -113,6 +113,8 @@ impl Relay {
         // the count, so it is done for many publications at once, off the publishing path.
         let mut unmarked = Vec::new();
         loop {
+            // Timers before the queue: under sustained load the queue is always ready, and
+            // a biased select would otherwise never sweep or record.
             tokio::select! {
                 biased;
                 changed = shutdown.changed() => {
@@ -126,6 +128,27 @@ impl Relay {
                         return;
                     }
                 }
+                _ = mark_tick.tick(), if !unmarked.is_empty() => {
+                    self.record_published(&mut unmarked).await;
+                }
+                _ = sweep.tick() => {
+                    // The sweep must not take events that are published but not yet recorded.
+                    self.record_published(&mut unmarked).await;
+                    // A webhook whose commit came later than the grace can be committed while
+                    // a sweep reads the outbox and so be seen by both paths: the ids the last
+                    // sweep took are kept until the next one to drop such a hand-off.
+                    swept.clear();
+                    // One sweep per tick whatever the load; more while full batches come back,
+                    // so a backlog drains at full speed, unless fresh events wait.
+                    loop {
+                        let found = self.sweep_once(&mut swept, &mut unmarked).await;
+                        self.record_published(&mut unmarked).await;
+                        if found < self.config.batch_size || !receiver.is_empty() {
+                            break;
+                        }
+                    }
+                }
+                _ = stats.tick() => self.refresh_stats().await,
                 received = receiver.recv_many(&mut batch, self.config.batch_size) => {
                     if received == 0 {
                         self.record_published(&mut unmarked).await;
@@ -137,27 +160,6 @@ impl Relay {
                         self.record_published(&mut unmarked).await;
                     }
                 }
-                _ = mark_tick.tick(), if !unmarked.is_empty() => {
-                    self.record_published(&mut unmarked).await;
-                }
-                _ = sweep.tick() => {
-                    // The sweep must not take events that are published but not yet recorded.
-                    self.record_published(&mut unmarked).await;
-                    // A webhook whose commit came later than the grace can be committed while
-                    // a sweep reads the outbox and so be seen by both paths: the ids the last
-                    // sweep took are kept until the next one to drop such a hand-off.
-                    swept.clear();
-                    // Keep sweeping while full batches come back, so a backlog drains at full
-                    // speed, but let waiting hand-offs go first.
-                    while receiver.is_empty() {
-                        let found = self.sweep_once(&mut swept, &mut unmarked).await;
-                        self.record_published(&mut unmarked).await;
-                        if found < self.config.batch_size {
-                            break;
-                        }
-                    }
-                }
-                _ = stats.tick() => self.refresh_stats().await,
             }
         }
     }
@@ -340,6 +342,81 @@ mod tests {
         stop.send(true).expect("relay running");
         task.await.expect("relay task");
         assert_eq!(lines(), 1, "the late hand-off is not written at shutdown");
+    }
+
+    /// Under a hand-off queue that never runs dry, an event left in the outbox (a retry, a
+    /// crash's leftover) is still swept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_runs_under_sustained_load() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::connect("sqlite::memory:", "unused")
+            .await
+            .expect("sqlite");
+        store.migrate().await.expect("migrate");
+        let path = dir.path().join("events.jsonl");
+        let sink = Arc::new(FileSink::open(&path).await.expect("file sink"));
+        let (stop, shutdown) = watch::channel(false);
+        let config = RelayConfig {
+            poll_interval: Duration::from_millis(50),
+            ..RelayConfig::default()
+        };
+        let (handle, task) = Relay::start(
+            store.clone(),
+            sink,
+            Arc::new(Metrics::new()),
+            config,
+            shutdown,
+        );
+
+        let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let feeder = tokio::spawn({
+            let feeding = feeding.clone();
+            async move {
+                let mut n = 0u64;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while feeding.load(std::sync::atomic::Ordering::Relaxed)
+                    && Instant::now() < deadline
+                {
+                    n += 1;
+                    handle.notify(vec![OutboxEvent {
+                        id: format!("fresh-{n}"),
+                        entry_id: uuid::Uuid::now_v7(),
+                        subject: "webhooks.test.fresh".into(),
+                        envelope: bytes::Bytes::from(format!("{{\"id\":\"fresh-{n}\"}}")),
+                        attempts: 0,
+                        created_at: Utc::now(),
+                    }]);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        // Let the first (immediate) sweep pass with an empty outbox, then leave an overdue event.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let overdue = crate::store::tests::webhook(
+            "shopify",
+            "left-behind",
+            Utc::now() - chrono::Duration::seconds(30),
+            1,
+        );
+        let wanted = overdue.events[0].id.clone();
+        store.insert_batch(&[overdue]).await.expect("insert");
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut swept = false;
+        while !swept && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            swept = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains(&wanted);
+        }
+        feeding.store(false, std::sync::atomic::Ordering::Relaxed);
+        feeder.await.expect("feeder");
+        stop.send(true).expect("relay running");
+        task.await.expect("relay task");
+        assert!(
+            swept,
+            "the overdue event was never swept while hand-offs kept coming"
+        );
     }
 
     #[test]
