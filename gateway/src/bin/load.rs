@@ -95,7 +95,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let result = match mode {
             Mode::Ceiling => {
                 let (addr, server) = bare_server().await?;
-                let result = drive("bare hyper (ceiling)", addr, &args).await;
+                let result = drive("bare hyper (ceiling)", addr, &args, false).await;
                 server.abort();
                 result
             }
@@ -199,7 +199,7 @@ async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
     std::fs::write(&path, config_text)?;
     let config = Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())?;
     let gateway = Gateway::start(&config).await.context("start gateway")?;
-    let result = drive(name, gateway.local_addr, args).await;
+    let result = drive(name, gateway.local_addr, args, true).await;
     print_batching(name, &gateway.state.metrics.encode());
 
     // Prove nothing was lost: every accepted webhook's event reaches the bus.
@@ -286,7 +286,17 @@ async fn cleanup(args: &Args, schema: &str, stream: &str) {
 
 /// Runs `connections` workers for warm-up + measured time; only measured requests count
 /// towards the rate and the latencies, every accepted one towards the loss check.
-async fn drive(name: &'static str, addr: SocketAddr, args: &Args) -> RunResult {
+/// `expect_accepted`: the target is the gateway, which must accept every webhook (the
+/// bare server answers with no status at all).
+async fn drive(
+    name: &'static str,
+    addr: SocketAddr,
+    args: &Args,
+    expect_accepted: bool,
+) -> RunResult {
+    // Webhook ids unique to this run: Redis keeps the keys of earlier runs for the dedupe
+    // TTL, and a repeated id would be answered as a duplicate, a much cheaper path.
+    let run = Arc::new(uuid::Uuid::new_v4().simple().to_string()[..8].to_owned());
     let counter = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -296,9 +306,21 @@ async fn drive(name: &'static str, addr: SocketAddr, args: &Args) -> RunResult {
     for worker in 0..args.connections {
         let counter = counter.clone();
         let accepted = accepted.clone();
+        let run = run.clone();
         let max = args.max_requests;
         workers.push(tokio::spawn(async move {
-            worker_loop(worker, addr, counter, accepted, measure_from, stop_at, max).await
+            let id_prefix = format!("load-{run}-{worker}");
+            worker_loop(
+                &id_prefix,
+                expect_accepted,
+                addr,
+                counter,
+                accepted,
+                measure_from,
+                stop_at,
+                max,
+            )
+            .await
         }));
     }
     let mut latencies = Vec::new();
@@ -326,8 +348,10 @@ async fn drive(name: &'static str, addr: SocketAddr, args: &Args) -> RunResult {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker_loop(
-    worker: usize,
+    id_prefix: &str,
+    expect_accepted: bool,
     addr: SocketAddr,
     counter: Arc<AtomicU64>,
     accepted: Arc<AtomicU64>,
@@ -359,7 +383,7 @@ async fn worker_loop(
             SECRET,
             "orders/create",
             "load.myshopify.com",
-            &format!("load-{worker}-{n}"),
+            &format!("{id_prefix}-{n}"),
             body,
         );
         let mut request = hyper::Request::builder()
@@ -389,6 +413,9 @@ async fn worker_loop(
             Ok(body) => {
                 if body.windows(10).any(|w| w == b"\"accepted\"") {
                     accepted.fetch_add(1, Ordering::Relaxed);
+                } else if expect_accepted && sent >= measure_from {
+                    // Every webhook is new: anything but "accepted" (a duplicate) is wrong.
+                    errors += 1;
                 }
                 if sent >= measure_from && Instant::now() <= stop_at {
                     latencies.push(took.as_micros().min(u32::MAX as u128) as u32);
