@@ -292,81 +292,105 @@ mod tests {
     use super::*;
     use crate::publish::file::FileSink;
 
-    /// A commit late enough for the sweep to see its events, whose hand-off then arrives
-    /// after the sweep published them, is written once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_hand_off_the_sweep_already_published_is_dropped() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// A relay over an in-memory SQLite outbox and a file sink in a temporary directory.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        path: std::path::PathBuf,
+        handle: RelayHandle,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn outbox() -> Arc<dyn Store> {
         let store = crate::store::connect("sqlite::memory:", "unused")
             .await
             .expect("sqlite");
         store.migrate().await.expect("migrate");
+        store
+    }
+
+    impl Fixture {
+        /// Starts a relay over `store`; its first sweep runs at once.
+        async fn start(store: Arc<dyn Store>, poll_interval: Duration) -> Self {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("events.jsonl");
+            let sink = Arc::new(FileSink::open(&path).await.expect("file sink"));
+            let (stop, shutdown) = watch::channel(false);
+            let config = RelayConfig {
+                poll_interval,
+                ..RelayConfig::default()
+            };
+            let (handle, task) = Relay::start(
+                store.clone(),
+                sink,
+                Arc::new(Metrics::new()),
+                config,
+                shutdown,
+            );
+            Self {
+                _dir: dir,
+                store,
+                path,
+                handle,
+                stop,
+                task,
+            }
+        }
+
+        fn events_file(&self) -> String {
+            std::fs::read_to_string(&self.path).unwrap_or_default()
+        }
+
+        fn lines(&self) -> usize {
+            self.events_file().lines().count()
+        }
+
+        /// Stops the relay and waits for its drain; the events file stays readable.
+        async fn stop(&mut self) {
+            self.stop.send(true).expect("relay running");
+            (&mut self.task).await.expect("relay task");
+        }
+    }
+
+    /// A commit late enough for the sweep to see its events, whose hand-off then arrives
+    /// after the sweep published them, is written once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hand_off_the_sweep_already_published_is_dropped() {
         let old = Utc::now() - chrono::Duration::seconds(30);
         let webhook = crate::store::tests::webhook("shopify", "late-commit", old, 1);
+        let store = outbox().await;
         store.insert_batch(&[webhook]).await.expect("insert");
         let events = store.due_events(Utc::now(), 10).await.expect("due");
         assert_eq!(events.len(), 1);
+        // The first tick sweeps at once; the next is out of the test's reach.
+        let mut relay = Fixture::start(store, Duration::from_secs(3600)).await;
 
-        let path = dir.path().join("events.jsonl");
-        let sink = Arc::new(FileSink::open(&path).await.expect("file sink"));
-        let (stop, shutdown) = watch::channel(false);
-        let config = RelayConfig {
-            // The first tick sweeps at once; the next is out of the test's reach.
-            poll_interval: Duration::from_secs(3600),
-            ..RelayConfig::default()
-        };
-        let (handle, task) = Relay::start(
-            store.clone(),
-            sink,
-            Arc::new(Metrics::new()),
-            config,
-            shutdown,
-        );
-        let lines = || {
-            std::fs::read_to_string(&path)
-                .unwrap_or_default()
-                .lines()
-                .count()
-        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while lines() == 0 && Instant::now() < deadline {
+        while relay.lines() == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(lines(), 1, "the sweep publishes the overdue event");
+        assert_eq!(relay.lines(), 1, "the sweep publishes the overdue event");
 
-        handle.notify(events.clone());
+        relay.handle.notify(events.clone());
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(lines(), 1, "the late hand-off is not written again");
+        assert_eq!(relay.lines(), 1, "the late hand-off is not written again");
         // Nor by the drain at shutdown.
-        handle.notify(events);
-        stop.send(true).expect("relay running");
-        task.await.expect("relay task");
-        assert_eq!(lines(), 1, "the late hand-off is not written at shutdown");
+        relay.handle.notify(events);
+        relay.stop().await;
+        assert_eq!(
+            relay.lines(),
+            1,
+            "the late hand-off is not written at shutdown"
+        );
     }
 
     /// Under a hand-off queue that never runs dry, an event left in the outbox (a retry, a
     /// crash's leftover) is still swept.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_sweep_runs_under_sustained_load() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = crate::store::connect("sqlite::memory:", "unused")
-            .await
-            .expect("sqlite");
-        store.migrate().await.expect("migrate");
-        let path = dir.path().join("events.jsonl");
-        let sink = Arc::new(FileSink::open(&path).await.expect("file sink"));
-        let (stop, shutdown) = watch::channel(false);
-        let config = RelayConfig {
-            poll_interval: Duration::from_millis(50),
-            ..RelayConfig::default()
-        };
-        let (handle, task) = Relay::start(
-            store.clone(),
-            sink,
-            Arc::new(Metrics::new()),
-            config,
-            shutdown,
-        );
+        let mut relay = Fixture::start(outbox().await, Duration::from_millis(50)).await;
+        let handle = relay.handle.clone();
 
         let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let feeder = tokio::spawn({
@@ -399,20 +423,17 @@ mod tests {
             1,
         );
         let wanted = overdue.events[0].id.clone();
-        store.insert_batch(&[overdue]).await.expect("insert");
+        relay.store.insert_batch(&[overdue]).await.expect("insert");
 
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut swept = false;
         while !swept && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            swept = std::fs::read_to_string(&path)
-                .unwrap_or_default()
-                .contains(&wanted);
+            swept = relay.events_file().contains(&wanted);
         }
         feeding.store(false, std::sync::atomic::Ordering::Relaxed);
         feeder.await.expect("feeder");
-        stop.send(true).expect("relay running");
-        task.await.expect("relay task");
+        relay.stop().await;
         assert!(
             swept,
             "the overdue event was never swept while hand-offs kept coming"
