@@ -12,9 +12,12 @@ use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
 use futures::FutureExt;
 use hookgate::dedupe::redis::RedisDedupe;
 use hookgate::dedupe::{Dedupe, DedupeError, cache_key};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use uuid::Uuid;
+
+#[path = "common/tcp_relay.rs"]
+mod tcp_relay;
+use tcp_relay::Relay;
 
 fn redis_url() -> String {
     std::env::var("HOOKGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -251,58 +254,6 @@ async fn bad_url_is_refused() {
     assert!(matches!(err, DedupeError::BadUrl(_)), "{err:?}");
 }
 
-/// A TCP relay in front of Redis that the test can take down and bring back on the same
-/// port, to stand for Redis going away and returning.
-struct Relay {
-    addr: SocketAddr,
-    accept: JoinHandle<()>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Relay {
-    async fn start(bind: SocketAddr, upstream: SocketAddr) -> Relay {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket.set_reuseaddr(true).expect("reuseaddr");
-        socket.bind(bind).expect("bind relay");
-        let listener = socket.listen(64).expect("listen");
-        let addr = listener.local_addr().expect("addr");
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let tracked = conns.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                if let Ok(mut c) = tracked.lock() {
-                    c.push(conn);
-                }
-            }
-        });
-        Relay {
-            addr,
-            accept,
-            conns,
-        }
-    }
-
-    /// Closes the listener and every relayed connection.
-    async fn stop(self) {
-        self.accept.abort();
-        let _ = self.accept.await;
-        let conns: Vec<_> = self
-            .conns
-            .lock()
-            .map(|mut c| c.drain(..).collect())
-            .unwrap_or_default();
-        for c in conns {
-            c.abort();
-            let _ = c.await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn recovers_by_itself_when_redis_returns() {
     with_keys(|keys| async move {
@@ -358,18 +309,14 @@ async fn dropping_the_backend_closes_its_connection() {
         .await
         .expect("connect");
     d.ping().await.expect("ping");
-    let open = || {
-        relay
-            .conns
-            .lock()
-            .map(|c| c.iter().filter(|h| !h.is_finished()).count())
-            .unwrap_or(0)
-    };
-    assert!(open() >= 1, "no relayed connection while in use");
+    assert!(
+        relay.open_connections() >= 1,
+        "no relayed connection while in use"
+    );
     drop(d);
     let mut closed = false;
     for _ in 0..50 {
-        if open() == 0 {
+        if relay.open_connections() == 0 {
             closed = true;
             break;
         }

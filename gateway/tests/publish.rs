@@ -5,7 +5,6 @@
 //! even when it fails.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
@@ -13,9 +12,11 @@ use futures::{FutureExt, StreamExt};
 use hookgate::publish::envelope::{self, EnvelopeInput, EventData};
 use hookgate::publish::nats::NatsSink;
 use hookgate::publish::{BusOptions, EventSink, Outgoing, PublishError};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+#[path = "common/tcp_relay.rs"]
+mod tcp_relay;
+use tcp_relay::Relay;
 
 fn nats_url() -> String {
     std::env::var("HOOKGATE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -319,58 +320,6 @@ async fn bad_urls_and_prefixes_are_refused() {
     assert!(matches!(err, PublishError::BadUrl(_)), "{err:?}");
 }
 
-/// A TCP relay in front of NATS that the test can take down and bring back on the same
-/// port, to stand for NATS going away and returning.
-struct Relay {
-    addr: SocketAddr,
-    accept: JoinHandle<()>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Relay {
-    async fn start(bind: SocketAddr, upstream: SocketAddr) -> Relay {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket.set_reuseaddr(true).expect("reuseaddr");
-        socket.bind(bind).expect("bind relay");
-        let listener = socket.listen(64).expect("listen");
-        let addr = listener.local_addr().expect("addr");
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let tracked = conns.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                if let Ok(mut c) = tracked.lock() {
-                    c.push(conn);
-                }
-            }
-        });
-        Relay {
-            addr,
-            accept,
-            conns,
-        }
-    }
-
-    /// Closes the listener and every relayed connection.
-    async fn stop(self) {
-        self.accept.abort();
-        let _ = self.accept.await;
-        let conns: Vec<_> = self
-            .conns
-            .lock()
-            .map(|mut c| c.drain(..).collect())
-            .unwrap_or_default();
-        for c in conns {
-            c.abort();
-            let _ = c.await;
-        }
-    }
-}
-
 /// A loopback port nothing listens on (bound, then released).
 async fn free_port() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -568,18 +517,14 @@ async fn dropping_the_sink_closes_its_connection() {
         .await
         .expect("connect");
     sink.ping().await.expect("connected");
-    let open = || {
-        relay
-            .conns
-            .lock()
-            .map(|c| c.iter().filter(|h| !h.is_finished()).count())
-            .unwrap_or(0)
-    };
-    assert!(open() >= 1, "no relayed connection while in use");
+    assert!(
+        relay.open_connections() >= 1,
+        "no relayed connection while in use"
+    );
     drop(sink);
     let mut closed = false;
     for _ in 0..50 {
-        if open() == 0 {
+        if relay.open_connections() == 0 {
             closed = true;
             break;
         }
