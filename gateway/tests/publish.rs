@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use futures::{FutureExt, StreamExt};
 use hookgate::publish::envelope::{self, EnvelopeInput, EventData};
-use hookgate::publish::nats::NatsSink;
+use hookgate::publish::nats::{NatsSink, is_server_failure};
 use hookgate::publish::{BusOptions, EventSink, Outgoing, PublishError};
 use uuid::Uuid;
 
@@ -79,7 +79,7 @@ async fn operator_creates(js: &jetstream::Context, config: jetstream::stream::Co
     loop {
         match js.create_stream(config.clone()).await {
             Ok(_) => return,
-            Err(e) if attempts < 5 && e.to_string().contains("500") => {
+            Err(e) if attempts < 5 && is_server_failure(&e) => {
                 attempts += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -313,8 +313,8 @@ fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
 const CREATE_ROUNDS: usize = 4;
 const CREATE_RETRY_DELAY: Duration = Duration::from_millis(100);
 
-/// A JetStream 500: the server failed, the request itself was fine.
-fn is_server_failure(err: &jetstream::context::CreateStreamError) -> bool {
+/// A JetStream 500: the server failed, the request itself was fine (worth a retry).
+pub fn is_server_failure(err: &jetstream::context::CreateStreamError) -> bool {
     matches!(err.kind(), jetstream::context::CreateStreamErrorKind::JetStream(e)
         if e.code() == 500)
 }
