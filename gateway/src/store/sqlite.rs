@@ -25,6 +25,8 @@ use super::*;
 
 /// Read connections; writes have one of their own.
 const POOL_SIZE: u32 = 4;
+/// The entry holding (source, idempotency key): a duplicate's answer.
+const ID_BY_KEY: &str = "SELECT id FROM webhook_entries WHERE source = ? AND idempotency_key = ?";
 /// How often the background task checkpoints the WAL.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// The WAL size (in pages) at which a commit checkpoints by itself after all: far above
@@ -285,14 +287,12 @@ impl Store for SqliteStore {
                 continue;
             }
             let e = &webhook.entry;
-            let existing_id: Uuid = sqlx::query_scalar(
-                "SELECT id FROM webhook_entries WHERE source = ? AND idempotency_key = ?",
-            )
-            .bind(e.source.as_str())
-            .bind(e.idempotency_key.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(sqlite_error)?;
+            let existing_id: Uuid = sqlx::query_scalar(ID_BY_KEY)
+                .bind(e.source.as_str())
+                .bind(e.idempotency_key.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sqlite_error)?;
             outcomes.push(InsertOutcome::Duplicate { existing_id });
         }
         tx.commit().await.map_err(sqlite_error)?;
@@ -304,14 +304,12 @@ impl Store for SqliteStore {
         source: &str,
         idempotency_key: &str,
     ) -> Result<Option<Uuid>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT id FROM webhook_entries WHERE source = ? AND idempotency_key = ?",
-        )
-        .bind(source)
-        .bind(idempotency_key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(sqlite_error)
+        sqlx::query_scalar(ID_BY_KEY)
+            .bind(source)
+            .bind(idempotency_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sqlite_error)
     }
 
     async fn due_events(
