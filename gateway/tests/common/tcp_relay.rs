@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -49,6 +50,18 @@ impl Relay {
             .lock()
             .map(|c| c.iter().filter(|h| !h.is_finished()).count())
             .unwrap_or(0)
+    }
+
+    /// Waits up to `limit` for every relayed connection to close; whether they did.
+    pub async fn all_closed_within(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.open_connections() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// Closes the listener and every relayed connection.
