@@ -170,11 +170,13 @@ fn bind_sources(config: &Config, plugins: &PluginRegistry) -> anyhow::Result<Sou
                     .iter()
                     .map(|s| s.expose().as_bytes().to_vec())
                     .collect(),
-                settings: source
-                    .settings
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                settings: Arc::new(
+                    source
+                        .settings
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
                 dedupe_ttl: config.dedupe_ttl_for(name, retry_window),
                 plugin,
             }),

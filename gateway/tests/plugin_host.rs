@@ -366,9 +366,9 @@ fn concurrent_calls_from_several_threads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn process_async_runs_on_the_blocking_pool() {
+async fn process_async_runs_on_a_guest_thread() {
     let input = OwnedCallInput {
-        request: request(b"k", b"{\"id\":1}"),
+        request: Arc::new(request(b"k", b"{\"id\":1}")),
         secrets: Arc::from(vec![b"k".to_vec()]),
         settings: Arc::new(settings(&[])),
         now_unix_seconds: Some(5),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::dedupe::{self, Dedupe};
 use crate::metrics::{Metrics, PluginFailure, PluginLabel, SourceLabel};
 use crate::plugin::{
-    CallInput, DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, Plugin, PluginFault,
+    DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, OwnedCallInput, Plugin, PluginFault,
     Processed, Timestamp, VerifyError, WebhookRequest,
 };
 use crate::publish::envelope::{self, EnvelopeInput, EventData};
@@ -29,8 +29,8 @@ pub struct SourceRuntime {
     pub name: String,
     pub plugin: Arc<Plugin>,
     /// Secret values; the plugin sees only their positions as handles.
-    pub secrets: Vec<Vec<u8>>,
-    pub settings: crate::plugin::Settings,
+    pub secrets: Arc<[Vec<u8>]>,
+    pub settings: Arc<crate::plugin::Settings>,
     pub dedupe_ttl: Duration,
 }
 
@@ -186,20 +186,16 @@ impl Pipeline {
         correlation_id: &str,
     ) -> Result<Processed, IngestError> {
         let started = Instant::now();
-        let task_source = source.clone();
-        let correlation = correlation_id.to_owned();
-        // Guest code can run up to its deadline: keep it off the async workers.
-        let result = tokio::task::spawn_blocking(move || {
-            task_source.plugin.process(&CallInput {
-                request: &request,
-                secrets: &task_source.secrets,
-                settings: &task_source.settings,
+        let result = source
+            .plugin
+            .process_async(OwnedCallInput {
+                request,
+                secrets: source.secrets.clone(),
+                settings: source.settings.clone(),
                 now_unix_seconds: None,
-                correlation_id: &correlation,
+                correlation_id: correlation_id.to_owned(),
             })
-        })
-        .await
-        .map_err(|error| IngestError::Internal(format!("plugin task failed: {error}")))?;
+            .await;
         let plugin_name = source.plugin.metadata().name.clone();
         self.metrics
             .plugin_call_duration

@@ -31,12 +31,12 @@ pub struct CallInput<'a> {
     pub correlation_id: &'a str,
 }
 
-/// [`CallInput`] with owned data, to move into a blocking task. `Debug` shows how many
+/// [`CallInput`] with owned data, to move onto a guest thread. `Debug` shows how many
 /// secrets, never their values.
 #[derive(Clone, Default)]
 pub struct OwnedCallInput {
-    /// The delivery.
-    pub request: WebhookRequest,
+    /// The delivery; shared, as the caller keeps it to store.
+    pub request: Arc<WebhookRequest>,
     /// The source's secret values.
     pub secrets: Arc<[Vec<u8>]>,
     /// The source's settings.
@@ -231,16 +231,19 @@ impl Plugin {
         }
     }
 
-    /// [`process`](Self::process) on tokio's blocking pool, so async workers never run
-    /// guest code.
+    /// [`process`](Self::process) on the engine's guest threads, so async workers never
+    /// run guest code.
     pub async fn process_async(
         self: &Arc<Self>,
         input: OwnedCallInput,
     ) -> Result<Processed, PluginFault> {
         let plugin = Arc::clone(self);
-        tokio::task::spawn_blocking(move || plugin.process(&input.as_input()))
+        self.engine
+            .shared
+            .guests
+            .run(move || plugin.process(&input.as_input()))
             .await
-            .unwrap_or_else(|e| Err(PluginFault::Trap(format!("plugin task failed: {e}"))))
+            .unwrap_or_else(|| Err(PluginFault::Trap("plugin host panicked".into())))
     }
 }
 

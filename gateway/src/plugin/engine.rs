@@ -11,6 +11,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use wasmtime_wasi::p2::DynPollable;
 
 use super::bindings::{CallState, SourcePlugin};
+use super::guest_threads::{self, GuestThreads};
 
 /// How often the ticker advances the engine's epoch: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -50,9 +51,9 @@ pub enum EngineError {
     /// pooling allocator).
     #[error("cannot create the WebAssembly engine: {0}")]
     Wasmtime(String),
-    /// The epoch ticker thread could not be started.
-    #[error("cannot start the epoch ticker thread: {0}")]
-    Ticker(String),
+    /// The epoch ticker thread or the guest threads could not be started.
+    #[error("cannot start the plugin threads: {0}")]
+    Threads(String),
 }
 
 /// What every plugin of an engine shares; the ticker runs as long as this lives.
@@ -62,6 +63,8 @@ pub(crate) struct EngineShared {
     pub(crate) limits: PluginLimits,
     /// Epoch ticks a call may run before it is interrupted.
     pub(crate) deadline_ticks: u64,
+    /// Where every guest call runs.
+    pub(crate) guests: GuestThreads,
     /// Dropping the sender tells the ticker thread to stop.
     _stop_ticker: mpsc::Sender<()>,
 }
@@ -156,7 +159,9 @@ impl PluginEngine {
                     ticking.increment_epoch();
                 }
             })
-            .map_err(|e| EngineError::Ticker(e.to_string()))?;
+            .map_err(|e| EngineError::Threads(e.to_string()))?;
+        let guests = GuestThreads::start(guest_threads::default_count())
+            .map_err(|e| EngineError::Threads(e.to_string()))?;
 
         let tick = EPOCH_TICK.as_nanos().max(1);
         let deadline_ticks = u64::try_from(limits.timeout.as_nanos().div_ceil(tick))
@@ -169,6 +174,7 @@ impl PluginEngine {
                 linker,
                 limits,
                 deadline_ticks,
+                guests,
                 _stop_ticker: stop,
             }),
         })

@@ -8,6 +8,7 @@ mod bindings;
 mod call;
 mod check;
 mod engine;
+mod guest_threads;
 mod load;
 mod registry;
 mod types;
