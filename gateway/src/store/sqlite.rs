@@ -27,6 +27,17 @@ use super::*;
 const POOL_SIZE: u32 = 4;
 /// The entry holding (source, idempotency key): a duplicate's answer.
 const ID_BY_KEY: &str = "SELECT id FROM webhook_entries WHERE source = ? AND idempotency_key = ?";
+/// Flips to `published` the entries, among those of the given event ids (a JSON array),
+/// whose events are all published. `+status`: the unary plus keeps the planner off the
+/// status index, which would walk every accepted entry (the whole unpublished backlog) to
+/// find the few in the list.
+pub(super) const PUBLISH_ENTRIES: &str = "UPDATE webhook_entries SET status = 'published' \
+     WHERE +status = 'accepted' \
+       AND id IN (SELECT entry_id FROM webhook_events \
+                  WHERE id IN (SELECT value FROM json_each(?))) \
+       AND NOT EXISTS (SELECT 1 FROM webhook_events e \
+                       WHERE e.entry_id = webhook_entries.id \
+                         AND e.status <> 'published')";
 /// How often the background task checkpoints the WAL.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// The WAL size (in pages) at which a commit checkpoints by itself after all: far above
@@ -373,21 +384,11 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(sqlite_error)?;
-        // `+status`: the unary plus keeps SQLite's planner off the status index, which
-        // would walk every accepted entry (the whole backlog) to find the few in the list.
-        sqlx::query(
-            "UPDATE webhook_entries SET status = 'published' \
-             WHERE +status = 'accepted' \
-               AND id IN (SELECT entry_id FROM webhook_events \
-                          WHERE id IN (SELECT value FROM json_each(?))) \
-               AND NOT EXISTS (SELECT 1 FROM webhook_events e \
-                               WHERE e.entry_id = webhook_entries.id \
-                                 AND e.status <> 'published')",
-        )
-        .bind(ids.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(sqlite_error)?;
+        sqlx::query(PUBLISH_ENTRIES)
+            .bind(ids.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlite_error)?;
         tx.commit().await.map_err(sqlite_error)
     }
 

@@ -864,6 +864,31 @@ async fn postgres_bad_url_is_rejected() {
 }
 
 #[tokio::test]
+async fn sqlite_publishes_entries_through_their_primary_key() {
+    let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
+    store.migrate().await.expect("migrate");
+    let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {}",
+        super::sqlite::PUBLISH_ENTRIES
+    )))
+    .bind("[]")
+    .fetch_all(store.pool())
+    .await
+    .expect("explain")
+    .iter()
+    .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+    .collect();
+    let entries_step = plan
+        .iter()
+        .find(|step| step.contains(" webhook_entries "))
+        .unwrap_or_else(|| panic!("no step on webhook_entries in {plan:?}"));
+    assert!(
+        entries_step.contains("sqlite_autoindex_webhook_entries_1"),
+        "entries must be found by primary key, not scanned by status: {plan:?}"
+    );
+}
+
+#[tokio::test]
 async fn sqlite_creates_directories_and_is_durable() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("nested/deeper/hookgate.db");
