@@ -366,7 +366,7 @@ fn concurrent_calls_from_several_threads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn process_async_runs_on_a_guest_thread() {
+async fn process_async_returns_the_verified_mapping() {
     let input = OwnedCallInput {
         request: Arc::new(request(b"k", b"{\"id\":1}")),
         secrets: Arc::from(vec![b"k".to_vec()]),
