@@ -320,7 +320,7 @@ impl Pipeline {
                 content_type,
             },
         };
-        let encoded = envelope::encode(&EnvelopeInput {
+        let encoded = envelope::encode_located(&EnvelopeInput {
             id: &id,
             source: &source.name,
             event_type: &event.event_type,
@@ -337,7 +337,8 @@ impl Pipeline {
             id,
             seq: seq as i32,
             subject,
-            envelope: encoded,
+            envelope: encoded.bytes,
+            body_at: encoded.body_at,
         })
     }
 

@@ -5,6 +5,8 @@
 //! larger than 2^53 (Shopify's `820982911946154500`) that a float round trip would corrupt,
 //! and consumers verifying against the original body need it unchanged.
 
+use std::cell::Cell;
+
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -79,7 +81,7 @@ struct Envelope<'a> {
     time: String,
     datacontenttype: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
+    data: Option<Located<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_base64: Option<Base64Attr<'a>>,
     correlationid: &'a str,
@@ -98,6 +100,39 @@ impl Serialize for SourceAttr<'_> {
     }
 }
 
+/// The payload, which notes where in the output it starts as it is written.
+struct Located<'a> {
+    raw: &'a RawValue,
+    written: &'a Cell<usize>,
+    starts_at: &'a Cell<Option<usize>>,
+}
+
+impl Serialize for Located<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // serde_json has written the key and its colon by now, and buffers nothing.
+        self.starts_at.set(Some(self.written.get()));
+        self.raw.serialize(serializer)
+    }
+}
+
+/// The output buffer, publishing its length after every write.
+struct CountingWriter<'a> {
+    out: Vec<u8>,
+    written: &'a Cell<usize>,
+}
+
+impl std::io::Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        self.written.set(self.out.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Base64 of the payload, streamed into the output instead of allocated first.
 struct Base64Attr<'a>(&'a [u8]);
 
@@ -112,8 +147,60 @@ fn as_raw_json(bytes: &[u8]) -> Result<&RawValue, serde_json::Error> {
     serde_json::from_slice::<&RawValue>(bytes)
 }
 
+/// An encoded envelope, and where the request body sits in it when the event's data is
+/// the body itself, so storage can keep the body once (in the entry) and not twice.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub bytes: Bytes,
+    /// Byte offset of [`embedded_body`] of the request body within `bytes`.
+    pub body_at: Option<usize>,
+}
+
+/// What of a JSON request body an envelope embeds: the body without the whitespace JSON
+/// allows around a value, which a JSON parser does not keep.
+pub fn embedded_body(body: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = body.iter().position(|b| !is_space(b)).unwrap_or(body.len());
+    let end = body
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |i| i + 1);
+    &body[start..end]
+}
+
+/// The envelope as stored when its data is the entry's body: everything but the body.
+/// `None` if `body_at` does not locate that body in `envelope`.
+pub fn without_body(envelope: &[u8], body_at: usize, body: &[u8]) -> Option<Vec<u8>> {
+    let data = embedded_body(body);
+    let end = body_at.checked_add(data.len())?;
+    if envelope.get(body_at..end)? != data {
+        return None;
+    }
+    let mut stored = Vec::with_capacity(envelope.len() - data.len());
+    stored.extend_from_slice(&envelope[..body_at]);
+    stored.extend_from_slice(&envelope[end..]);
+    Some(stored)
+}
+
+/// The envelope [`without_body`] stored, made whole again; `None` if `body_at` is past
+/// its end (a corrupt row).
+pub fn with_body(stored: &[u8], body_at: usize, body: &[u8]) -> Option<Bytes> {
+    let (head, tail) = (stored.get(..body_at)?, stored.get(body_at..)?);
+    let data = embedded_body(body);
+    let mut whole = Vec::with_capacity(stored.len() + data.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(data);
+    whole.extend_from_slice(tail);
+    Some(Bytes::from(whole))
+}
+
 /// Encodes one event as a CloudEvents 1.0 JSON envelope (SPEC "Events").
 pub fn encode(input: &EnvelopeInput) -> Result<Bytes, EnvelopeError> {
+    encode_located(input).map(|encoded| encoded.bytes)
+}
+
+/// [`encode`], also telling where the request body went when the data is the body.
+pub fn encode_located(input: &EnvelopeInput) -> Result<Encoded, EnvelopeError> {
     for (name, value) in [
         ("id", input.id),
         ("source", input.source),
@@ -125,16 +212,24 @@ pub fn encode(input: &EnvelopeInput) -> Result<Bytes, EnvelopeError> {
         }
     }
 
-    let (datacontenttype, data, data_base64, payload_len) = match input.data {
+    // `is_body`: the data is the request body itself, which storage may then keep once.
+    let (datacontenttype, data, data_base64, payload_len, is_body) = match input.data {
         EventData::Json(bytes) => {
             let raw = as_raw_json(bytes).map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?;
-            (JSON_CONTENT_TYPE, Some(raw), None, bytes.len())
+            (JSON_CONTENT_TYPE, Some(raw), None, bytes.len(), false)
         }
         EventData::Body {
             bytes,
             content_type,
         } => match as_raw_json(bytes) {
-            Ok(raw) => (JSON_CONTENT_TYPE, Some(raw), None, bytes.len()),
+            Ok(raw) => {
+                // The parser borrows the value from the body; it is the embedded body
+                // exactly when both are the same bytes.
+                let embedded = embedded_body(bytes);
+                let same = std::ptr::eq(raw.get().as_ptr(), embedded.as_ptr())
+                    && raw.get().len() == embedded.len();
+                (JSON_CONTENT_TYPE, Some(raw), None, bytes.len(), same)
+            }
             // Not JSON (a form-encoded body, say): carried verbatim as base64, with the
             // content type the sender declared so consumers can decode it.
             Err(_) => (
@@ -144,10 +239,13 @@ pub fn encode(input: &EnvelopeInput) -> Result<Bytes, EnvelopeError> {
                 None,
                 Some(Base64Attr(bytes)),
                 bytes.len().div_ceil(3) * 4,
+                false,
             ),
         },
     };
 
+    let written = Cell::new(0);
+    let data_at = Cell::new(None);
     let envelope = Envelope {
         specversion: "1.0",
         id: input.id,
@@ -156,7 +254,11 @@ pub fn encode(input: &EnvelopeInput) -> Result<Bytes, EnvelopeError> {
         subject: input.subject,
         time: input.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         datacontenttype,
-        data,
+        data: data.map(|raw| Located {
+            raw,
+            written: &written,
+            starts_at: &data_at,
+        }),
         data_base64,
         correlationid: input.correlation_id,
         webhookid: input.webhook_id,
@@ -165,9 +267,15 @@ pub fn encode(input: &EnvelopeInput) -> Result<Bytes, EnvelopeError> {
     };
 
     // The attributes are small; reserving for the payload avoids regrowing the buffer.
-    let mut out = Vec::with_capacity(payload_len + 512);
+    let mut out = CountingWriter {
+        out: Vec::with_capacity(payload_len + 512),
+        written: &written,
+    };
     serde_json::to_writer(&mut out, &envelope)?;
-    Ok(Bytes::from(out))
+    Ok(Encoded {
+        bytes: Bytes::from(out.out),
+        body_at: data_at.get().filter(|_| is_body),
+    })
 }
 
 /// The bus subject of an event: `<prefix>.<source>.<type>`.
@@ -271,6 +379,57 @@ mod tests {
         assert_eq!(v["datacontenttype"], "application/json");
         assert_eq!(v["data"]["created"], 1_700_000_000);
         assert!(v.get("data_base64").is_none());
+    }
+
+    #[test]
+    fn a_json_body_is_located_and_the_envelope_rebuilt_from_it() {
+        // Whitespace around the value is not part of the embedded data.
+        let body = b" \r\n{\"id\": 820982911946154500, \"note\":\"a \\\"quoted\\\" word\"}\n\t";
+        let encoded = encode_located(&input(EventData::Body {
+            bytes: body,
+            content_type: Some("application/json"),
+        }))
+        .expect("encodes");
+        let at = encoded.body_at.expect("the data is the body");
+        let data = embedded_body(body);
+        assert_eq!(data.first(), Some(&b'{'));
+        assert_eq!(data.last(), Some(&b'}'));
+        assert_eq!(&encoded.bytes[at..at + data.len()], data);
+
+        let stored = without_body(&encoded.bytes, at, body).expect("body found at its offset");
+        assert_eq!(stored.len(), encoded.bytes.len() - data.len());
+        assert!(!stored.windows(6).any(|w| w == b"quoted"), "body left in");
+        let rebuilt = with_body(&stored, at, body).expect("offset within the stored bytes");
+        assert_eq!(rebuilt, encoded.bytes);
+    }
+
+    #[test]
+    fn only_a_body_embedded_verbatim_is_located() {
+        let plugin_data = encode_located(&input(EventData::Json(br#"{"a":1}"#))).expect("encodes");
+        assert_eq!(plugin_data.body_at, None, "plugin output is not the body");
+        let form = encode_located(&input(EventData::Body {
+            bytes: b"a=1&b=2",
+            content_type: None,
+        }))
+        .expect("encodes");
+        assert_eq!(form.body_at, None, "base64 is not the body's bytes");
+    }
+
+    #[test]
+    fn a_wrong_offset_is_refused_not_spliced() {
+        let body = br#"{"a":1}"#;
+        let encoded = encode_located(&input(EventData::Body {
+            bytes: body,
+            content_type: None,
+        }))
+        .expect("encodes");
+        let at = encoded.body_at.expect("located");
+        assert_eq!(without_body(&encoded.bytes, at + 1, body), None);
+        assert_eq!(
+            without_body(&encoded.bytes, encoded.bytes.len(), body),
+            None
+        );
+        assert_eq!(with_body(b"short", 6, body), None);
     }
 
     #[test]

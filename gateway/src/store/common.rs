@@ -1,9 +1,13 @@
 //! Helpers shared by the storage backends: header encoding, batch planning and the
 //! classification of `sqlx` errors into [`StoreError`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::{NewWebhook, StoreError};
+use bytes::Bytes;
+
+use super::{NewEvent, NewWebhook, StoreError};
+use crate::publish::envelope;
 
 /// Headers as stored: JSON text `[[name, value], ...]`, which keeps arrival order and
 /// repeated names, unlike a JSON object.
@@ -75,4 +79,39 @@ pub(crate) fn migrate_error(
 /// Row counts come back signed; a negative one would be a corrupt answer, not a panic.
 pub(crate) fn count(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Internal(format!("negative count {value}")))
+}
+
+/// An event's envelope as stored, with its `body_at` column: without the entry's body when
+/// the event locates it there. An offset that does not locate the body (never produced by
+/// the pipeline) stores the envelope whole, which is always correct.
+pub(crate) fn stored_envelope<'a>(
+    event: &'a NewEvent,
+    body: &[u8],
+) -> (Cow<'a, [u8]>, Option<i32>) {
+    let split = event.body_at.and_then(|at| {
+        let column = i32::try_from(at).ok()?;
+        Some((envelope::without_body(&event.envelope, at, body)?, column))
+    });
+    match split {
+        Some((stored, column)) => (Cow::Owned(stored), Some(column)),
+        None => (Cow::Borrowed(&event.envelope[..]), None),
+    }
+}
+
+/// A stored envelope made whole again; `body` is the entry's, needed when `body_at` is set.
+pub(crate) fn read_envelope(
+    stored: Vec<u8>,
+    body_at: Option<i32>,
+    body: Option<&[u8]>,
+) -> Result<Bytes, StoreError> {
+    let Some(at) = body_at else {
+        return Ok(Bytes::from(stored));
+    };
+    let body = body.ok_or_else(|| {
+        StoreError::Internal("an envelope stored without its body was read without it".into())
+    })?;
+    usize::try_from(at)
+        .ok()
+        .and_then(|at| envelope::with_body(&stored, at, body))
+        .ok_or_else(|| StoreError::Internal(format!("stored envelope offset {at} is past its end")))
 }

@@ -23,13 +23,23 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
         "20261129000002_hot_path_tuning.sql",
         include_str!("../../../migrations/postgres/20261129000002_hot_path_tuning.sql"),
     ),
+    (
+        "20261129000003_body_stored_once.sql",
+        include_str!("../../../migrations/postgres/20261129000003_body_stored_once.sql"),
+    ),
 ];
 
 /// (file name, contents) of `migrations/sqlite`, oldest first.
-pub(crate) const SQLITE: &[(&str, &str)] = &[(
-    "20261129000001_initial.sql",
-    include_str!("../../../migrations/sqlite/20261129000001_initial.sql"),
-)];
+pub(crate) const SQLITE: &[(&str, &str)] = &[
+    (
+        "20261129000001_initial.sql",
+        include_str!("../../../migrations/sqlite/20261129000001_initial.sql"),
+    ),
+    (
+        "20261129000002_body_stored_once.sql",
+        include_str!("../../../migrations/sqlite/20261129000002_body_stored_once.sql"),
+    ),
+];
 
 /// A migrator over embedded files, parsed the way sqlx parses a migrations directory.
 pub(crate) fn migrator(

@@ -122,6 +122,10 @@ pub struct NewEvent {
     pub subject: String,
     /// The CloudEvents JSON envelope, exactly the bytes to publish.
     pub envelope: Bytes,
+    /// Where the entry's body sits in `envelope` when the event's data is that body
+    /// ([`crate::publish::envelope::Encoded::body_at`]): the backend then stores the
+    /// envelope without it and puts it back on every read.
+    pub body_at: Option<usize>,
 }
 
 /// What happened to one webhook of a batch.

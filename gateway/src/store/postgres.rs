@@ -15,7 +15,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::common::{classify, count, decode_headers, earlier_twins, encode_headers};
+use super::common::{
+    classify, count, decode_headers, earlier_twins, encode_headers, read_envelope, stored_envelope,
+};
 use super::*;
 
 /// The schema `connect` uses.
@@ -100,7 +102,8 @@ impl PgStore {
         let mut ev_entries = Vec::new();
         let mut ev_seqs = Vec::new();
         let mut ev_subjects = Vec::new();
-        let mut ev_envelopes: Vec<&[u8]> = Vec::new();
+        let mut ev_stored = Vec::new();
+        let mut ev_body_at: Vec<Option<i32>> = Vec::new();
         let mut ev_at = Vec::new();
         for webhook in batch {
             let e = &webhook.entry;
@@ -122,10 +125,13 @@ impl PgStore {
                 ev_entries.push(e.id);
                 ev_seqs.push(event.seq);
                 ev_subjects.push(event.subject.as_str());
-                ev_envelopes.push(&event.envelope);
+                let (envelope, body_at) = stored_envelope(event, &e.body);
+                ev_stored.push(envelope);
+                ev_body_at.push(body_at);
                 ev_at.push(e.received_at);
             }
         }
+        let ev_envelopes: Vec<&[u8]> = ev_stored.iter().map(|stored| &stored[..]).collect();
         // The events CTE only sees the entries this statement inserted, so a duplicate's
         // events are never written. Foreign keys are checked at the end of the statement,
         // when the entries exist.
@@ -140,12 +146,13 @@ impl PgStore {
                 ON CONFLICT (source, idempotency_key) DO NOTHING \
                 RETURNING id \
             ), ev AS ( \
-                INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, status, \
-                    attempts, next_attempt_at, created_at) \
-                SELECT t.id, t.entry_id, t.seq, t.subject, t.envelope, 'pending', 0, t.at, t.at \
+                INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, body_at, \
+                    status, attempts, next_attempt_at, created_at) \
+                SELECT t.id, t.entry_id, t.seq, t.subject, t.envelope, t.body_at, 'pending', 0, \
+                    t.at, t.at \
                 FROM unnest($14::text[], $15::uuid[], $16::int4[], $17::text[], \
-                    $18::bytea[], $19::timestamptz[]) \
-                    AS t(id, entry_id, seq, subject, envelope, at) \
+                    $18::bytea[], $19::int4[], $20::timestamptz[]) \
+                    AS t(id, entry_id, seq, subject, envelope, body_at, at) \
                 WHERE t.entry_id IN (SELECT id FROM ins) \
             ) \
             SELECT id FROM ins",
@@ -168,6 +175,7 @@ impl PgStore {
         .bind(ev_seqs)
         .bind(ev_subjects)
         .bind(ev_envelopes)
+        .bind(ev_body_at)
         .bind(ev_at)
         .fetch_all(&self.pool)
         .await
@@ -323,8 +331,10 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, entry_id, subject, envelope, attempts, created_at \
-             FROM webhook_events \
+            "SELECT id, entry_id, subject, envelope, body_at, attempts, created_at, \
+                    (SELECT w.body FROM webhook_entries w \
+                     WHERE w.id = e.entry_id AND e.body_at IS NOT NULL) AS body \
+             FROM webhook_events e \
              WHERE status = 'pending' AND next_attempt_at <= $1 \
              ORDER BY next_attempt_at, entry_id, seq \
              LIMIT $2",
@@ -336,11 +346,16 @@ impl Store for PgStore {
         .map_err(pg_error)?;
         rows.iter()
             .map(|row| {
+                let body: Option<Vec<u8>> = row.try_get("body").map_err(pg_error)?;
                 Ok(OutboxEvent {
                     id: row.try_get("id").map_err(pg_error)?,
                     entry_id: row.try_get("entry_id").map_err(pg_error)?,
                     subject: row.try_get("subject").map_err(pg_error)?,
-                    envelope: Bytes::from(row.try_get::<Vec<u8>, _>("envelope").map_err(pg_error)?),
+                    envelope: read_envelope(
+                        row.try_get("envelope").map_err(pg_error)?,
+                        row.try_get("body_at").map_err(pg_error)?,
+                        body.as_deref(),
+                    )?,
                     attempts: row.try_get("attempts").map_err(pg_error)?,
                     created_at: row.try_get("created_at").map_err(pg_error)?,
                 })
@@ -507,8 +522,8 @@ impl Store for PgStore {
         };
         let entry = entry_from_row(&row)?;
         let rows = sqlx::query(
-            "SELECT id, entry_id, seq, subject, envelope, status, attempts, next_attempt_at, \
-                    published_at, last_error \
+            "SELECT id, entry_id, seq, subject, envelope, body_at, status, attempts, \
+                    next_attempt_at, published_at, last_error \
              FROM webhook_events WHERE entry_id = $1 ORDER BY seq",
         )
         .bind(id)
@@ -517,7 +532,7 @@ impl Store for PgStore {
         .map_err(pg_error)?;
         let events = rows
             .iter()
-            .map(event_from_row)
+            .map(|row| event_from_row(row, &entry.body))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some((entry, events)))
     }
@@ -548,14 +563,19 @@ fn entry_from_row(row: &PgRow) -> Result<StoredEntry, StoreError> {
     })
 }
 
-fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
+/// `body`: the entry's, which envelopes stored without it need back.
+fn event_from_row(row: &PgRow, body: &[u8]) -> Result<StoredEvent, StoreError> {
     let status: String = row.try_get("status").map_err(pg_error)?;
     Ok(StoredEvent {
         id: row.try_get("id").map_err(pg_error)?,
         entry_id: row.try_get("entry_id").map_err(pg_error)?,
         seq: row.try_get("seq").map_err(pg_error)?,
         subject: row.try_get("subject").map_err(pg_error)?,
-        envelope: Bytes::from(row.try_get::<Vec<u8>, _>("envelope").map_err(pg_error)?),
+        envelope: read_envelope(
+            row.try_get("envelope").map_err(pg_error)?,
+            row.try_get("body_at").map_err(pg_error)?,
+            Some(body),
+        )?,
         status: EventStatus::parse(&status)
             .ok_or_else(|| StoreError::Internal(format!("unknown event status {status:?}")))?,
         attempts: row.try_get("attempts").map_err(pg_error)?,

@@ -6,6 +6,7 @@
 //! makes concurrent writers wait (busy timeout) instead of failing to upgrade a read lock.
 //! Timestamps are stored as unix microseconds, UUIDs as 16-byte blobs.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
@@ -20,7 +21,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::common::{classify, count, decode_headers, encode_headers};
+use super::common::{
+    classify, count, decode_headers, encode_headers, read_envelope, stored_envelope,
+};
 use super::*;
 
 /// Read connections; writes have one of their own.
@@ -46,7 +49,7 @@ const BACKSTOP_CHECKPOINT_PAGES: u32 = 32 * 1024;
 /// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`).
 const MAX_PARAMETERS: usize = 32_766;
 const ENTRY_COLUMN_COUNT: usize = 14;
-const EVENT_COLUMN_COUNT: usize = 9;
+const EVENT_COLUMN_COUNT: usize = 10;
 
 /// How many rows of `columns` bound values fit in one statement.
 const fn rows_per_statement(columns: usize) -> usize {
@@ -263,27 +266,28 @@ impl Store for SqliteStore {
                 .map_err(sqlite_error)?;
             inserted.extend(ids);
         }
-        let events: Vec<(&NewEntry, &NewEvent)> = batch
+        let events: Vec<(&NewEntry, &NewEvent, (Cow<[u8]>, Option<i32>))> = batch
             .iter()
             .filter(|webhook| inserted.contains(&webhook.entry.id))
             .flat_map(|webhook| {
-                webhook
-                    .events
-                    .iter()
-                    .map(move |event| (&webhook.entry, event))
+                webhook.events.iter().map(move |event| {
+                    let stored = stored_envelope(event, &webhook.entry.body);
+                    (&webhook.entry, event, stored)
+                })
             })
             .collect();
         for chunk in events.chunks(rows_per_statement(EVENT_COLUMN_COUNT)) {
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, status, \
-                    attempts, next_attempt_at, created_at) ",
+                "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, body_at, \
+                    status, attempts, next_attempt_at, created_at) ",
             );
-            insert.push_values(chunk, |mut row, (entry, event)| {
+            insert.push_values(chunk, |mut row, (entry, event, (envelope, body_at))| {
                 row.push_bind(event.id.as_str())
                     .push_bind(entry.id)
                     .push_bind(event.seq)
                     .push_bind(event.subject.as_str())
-                    .push_bind(&event.envelope[..])
+                    .push_bind(&envelope[..])
+                    .push_bind(*body_at)
                     .push_bind("pending")
                     .push_bind(0_i32)
                     .push_bind(micros(entry.received_at))
@@ -333,8 +337,10 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, entry_id, subject, envelope, attempts, created_at \
-             FROM webhook_events \
+            "SELECT id, entry_id, subject, envelope, body_at, attempts, created_at, \
+                    (SELECT w.body FROM webhook_entries w \
+                     WHERE w.id = e.entry_id AND e.body_at IS NOT NULL) AS body \
+             FROM webhook_events e \
              WHERE status = 'pending' AND next_attempt_at <= ? \
              ORDER BY next_attempt_at, entry_id, seq \
              LIMIT ?",
@@ -346,14 +352,16 @@ impl Store for SqliteStore {
         .map_err(sqlite_error)?;
         rows.iter()
             .map(|row| {
+                let body: Option<Vec<u8>> = row.try_get("body").map_err(sqlite_error)?;
                 Ok(OutboxEvent {
                     id: row.try_get("id").map_err(sqlite_error)?,
                     entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
                     subject: row.try_get("subject").map_err(sqlite_error)?,
-                    envelope: Bytes::from(
-                        row.try_get::<Vec<u8>, _>("envelope")
-                            .map_err(sqlite_error)?,
-                    ),
+                    envelope: read_envelope(
+                        row.try_get("envelope").map_err(sqlite_error)?,
+                        row.try_get("body_at").map_err(sqlite_error)?,
+                        body.as_deref(),
+                    )?,
                     attempts: row.try_get("attempts").map_err(sqlite_error)?,
                     created_at: time(row.try_get("created_at").map_err(sqlite_error)?)?,
                 })
@@ -524,8 +532,8 @@ impl Store for SqliteStore {
         };
         let entry = entry_from_row(&row)?;
         let rows = sqlx::query(
-            "SELECT id, entry_id, seq, subject, envelope, status, attempts, next_attempt_at, \
-                    published_at, last_error \
+            "SELECT id, entry_id, seq, subject, envelope, body_at, status, attempts, \
+                    next_attempt_at, published_at, last_error \
              FROM webhook_events WHERE entry_id = ? ORDER BY seq",
         )
         .bind(id)
@@ -535,7 +543,7 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(sqlite_error)?;
         let events = rows
             .iter()
-            .map(event_from_row)
+            .map(|row| event_from_row(row, &entry.body))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some((entry, events)))
     }
@@ -579,17 +587,19 @@ fn entry_from_row(row: &SqliteRow) -> Result<StoredEntry, StoreError> {
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+/// `body`: the entry's, which envelopes stored without it need back.
+fn event_from_row(row: &SqliteRow, body: &[u8]) -> Result<StoredEvent, StoreError> {
     let status: String = row.try_get("status").map_err(sqlite_error)?;
     Ok(StoredEvent {
         id: row.try_get("id").map_err(sqlite_error)?,
         entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
         seq: row.try_get("seq").map_err(sqlite_error)?,
         subject: row.try_get("subject").map_err(sqlite_error)?,
-        envelope: Bytes::from(
-            row.try_get::<Vec<u8>, _>("envelope")
-                .map_err(sqlite_error)?,
-        ),
+        envelope: read_envelope(
+            row.try_get("envelope").map_err(sqlite_error)?,
+            row.try_get("body_at").map_err(sqlite_error)?,
+            Some(body),
+        )?,
         status: EventStatus::parse(&status)
             .ok_or_else(|| StoreError::Internal(format!("unknown event status {status:?}")))?,
         attempts: row.try_get("attempts").map_err(sqlite_error)?,

@@ -101,6 +101,7 @@ suite!(
     concurrent_publication_of_sibling_events_publishes_entry,
     list_filters_and_keyset_pagination,
     concurrent_batches_with_same_key_insert_once,
+    body_is_stored_once_and_envelopes_read_whole,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -158,6 +159,7 @@ pub(crate) fn webhook(
                 seq,
                 subject: format!("webhooks.{source}.order.created"),
                 envelope: Bytes::from(format!("{{\"id\":\"{id}:{seq}\",\"n\":{seq}}}")),
+                body_at: None,
             })
             .collect(),
     }
@@ -181,6 +183,40 @@ fn expected_entry(w: &NewWebhook) -> StoredEntry {
         plugin_version: e.plugin_version.clone(),
         correlation_id: e.correlation_id.clone(),
     }
+}
+
+/// A webhook with a JSON body (trailing newline included) whose one event carries that
+/// body as its data, encoded as the pipeline encodes it.
+pub(crate) fn webhook_with_body_as_data(key: &str) -> NewWebhook {
+    let mut w = webhook("shopify", key, at(0), 0);
+    w.entry.body = Bytes::from(format!("{{\"id\":820982911946154500,\"key\":\"{key}\"}}\n"));
+    let id = format!("{}:0", w.entry.id);
+    let encoded =
+        crate::publish::envelope::encode_located(&crate::publish::envelope::EnvelopeInput {
+            id: &id,
+            source: "shopify",
+            event_type: "order.created",
+            subject: None,
+            time: at(0),
+            data: crate::publish::envelope::EventData::Body {
+                bytes: &w.entry.body,
+                content_type: Some("application/json"),
+            },
+            correlation_id: "corr",
+            webhook_id: w.entry.id,
+            tenant: None,
+            plugin: "shopify@1.2.3",
+        })
+        .expect("encode");
+    assert!(encoded.body_at.is_some(), "the body is the data");
+    w.events = vec![NewEvent {
+        id,
+        seq: 0,
+        subject: "webhooks.shopify.order.created".to_owned(),
+        envelope: encoded.bytes,
+        body_at: encoded.body_at,
+    }];
+    w
 }
 
 async fn insert_one(store: &Arc<dyn Store>, w: &NewWebhook) {
@@ -861,6 +897,50 @@ async fn postgres_bad_url_is_rejected() {
         "{:?}",
         result.err()
     );
+}
+
+async fn body_is_stored_once_and_envelopes_read_whole(store: Arc<dyn Store>) {
+    let w = webhook_with_body_as_data("k-once");
+    let plain = webhook("shopify", "k-plain", at(0), 1);
+    store
+        .insert_batch(&[w.clone(), plain.clone()])
+        .await
+        .expect("insert");
+    let (_, events) = entry(&store, w.entry.id).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].envelope, w.events[0].envelope, "admin view");
+    let (_, events) = entry(&store, plain.entry.id).await;
+    assert_eq!(events[0].envelope, plain.events[0].envelope, "stored whole");
+    let due = store.due_events(at(10), 1000).await.expect("due");
+    assert_eq!(due.len(), 2);
+    for event in due {
+        let expected = if event.entry_id == w.entry.id {
+            &w.events[0].envelope
+        } else {
+            &plain.events[0].envelope
+        };
+        assert_eq!(&event.envelope, expected, "sweep of {}", event.id);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_stores_a_body_that_is_the_data_once() {
+    let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
+    store.migrate().await.expect("migrate");
+    let w = webhook_with_body_as_data("k-size");
+    store
+        .insert_batch(std::slice::from_ref(&w))
+        .await
+        .expect("insert");
+    let (stored, body_at): (Vec<u8>, Option<i64>) =
+        sqlx::query_as("SELECT envelope, body_at FROM webhook_events")
+            .fetch_one(store.pool())
+            .await
+            .expect("row");
+    let body = crate::publish::envelope::embedded_body(&w.entry.body);
+    assert_eq!(stored.len(), w.events[0].envelope.len() - body.len());
+    assert!(!stored.windows(body.len()).any(|window| window == body));
+    assert_eq!(body_at, w.events[0].body_at.map(|at| at as i64));
 }
 
 #[tokio::test]
