@@ -464,8 +464,16 @@ fn body_key(body: &[u8]) -> String {
 
 /// Stable for a given webhook entry and event position, so re-publishes are dropped by
 /// JetStream's `Nats-Msg-Id` window.
+/// Stable for a webhook and event index, and ordered like the entry ids (UUIDv7) it comes
+/// from: the entry's time-ordered first half, then half of a name-based hash of (entry,
+/// index). A purely hashed id scattered every insert across the whole event-id index, one
+/// random B-tree page written per event (and a full-page image in PostgreSQL's WAL).
 fn event_id(entry_id: Uuid, seq: usize) -> String {
-    Uuid::new_v5(&entry_id, format!("event/{seq}").as_bytes()).to_string()
+    let hashed = Uuid::new_v5(&entry_id, format!("event/{seq}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&entry_id.as_bytes()[..8]);
+    bytes[8..].copy_from_slice(&hashed.as_bytes()[8..]);
+    Uuid::new_v8(bytes).to_string()
 }
 
 #[cfg(test)]
@@ -478,6 +486,30 @@ mod tests {
         assert_eq!(event_id(entry, 0), event_id(entry, 0));
         assert_ne!(event_id(entry, 0), event_id(entry, 1));
         assert_ne!(event_id(entry, 0), event_id(Uuid::now_v7(), 0));
+        let parsed = Uuid::parse_str(&event_id(entry, 3)).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 8);
+    }
+
+    #[test]
+    fn event_ids_sort_like_the_entries_they_come_from() {
+        let entries: Vec<Uuid> = (0..64)
+            .map(|i| {
+                // Distinct milliseconds, in order.
+                let ts = uuid::Timestamp::from_unix(uuid::NoContext, 1_790_000_000 + i, 0);
+                Uuid::new_v7(ts)
+            })
+            .collect();
+        let events_of =
+            |entry: Uuid| -> Vec<String> { (0..3).map(|seq| event_id(entry, seq)).collect() };
+        for pair in entries.windows(2) {
+            let (earlier, later) = (events_of(pair[0]), events_of(pair[1]));
+            let last_of_earlier = earlier.iter().max().expect("three ids");
+            let first_of_later = later.iter().min().expect("three ids");
+            assert!(
+                last_of_earlier < first_of_later,
+                "{last_of_earlier} sorts after {first_of_later}"
+            );
+        }
     }
 
     #[test]
