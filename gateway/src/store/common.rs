@@ -1,5 +1,6 @@
-//! Helpers shared by the storage backends: header encoding, batch planning and the
-//! classification of `sqlx` errors into [`StoreError`].
+//! Helpers shared by the storage backends: header encoding, envelopes stored without the
+//! body they embed, batch planning and the classification of `sqlx` errors into
+//! [`StoreError`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
