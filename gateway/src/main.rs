@@ -11,7 +11,7 @@ use hookgate::client::HttpClient;
 use hookgate::config::{CliOverrides, Config, LogFormat};
 use hookgate::{plugin, sample, store};
 
-// glibc's malloc was a tenth of the gateway's CPU under load (fragmentation
+// glibc's malloc was a seventh of the gateway's CPU under load (fragmentation
 // consolidation of the many short-lived body and envelope buffers); mimalloc's
 // per-thread free lists avoid that.
 #[global_allocator]

@@ -21,7 +21,7 @@ use hookgate::app::Gateway;
 use hookgate::config::{CliOverrides, Config};
 use hookgate::sample;
 
-// glibc's malloc was a tenth of the gateway's CPU under load (fragmentation
+// glibc's malloc was a seventh of the gateway's CPU under load (fragmentation
 // consolidation of the many short-lived body and envelope buffers); mimalloc's
 // per-thread free lists avoid that.
 #[global_allocator]

@@ -463,8 +463,7 @@ fn body_key(body: &[u8]) -> String {
 }
 
 /// Stable for a given webhook entry and event position, so re-publishes are dropped by
-/// JetStream's `Nats-Msg-Id` window.
-/// Stable for a webhook and event index, and ordered like the entry ids (UUIDv7) it comes
+/// JetStream's `Nats-Msg-Id` window; and ordered like the entry ids (UUIDv7) it comes
 /// from: the entry's time-ordered first half, then half of a name-based hash of (entry,
 /// index). A purely hashed id scattered every insert across the whole event-id index, one
 /// random B-tree page written per event (and a full-page image in PostgreSQL's WAL).

@@ -187,7 +187,7 @@ fn expected_entry(w: &NewWebhook) -> StoredEntry {
 
 /// A webhook with a JSON body (trailing newline included) whose one event carries that
 /// body as its data, encoded as the pipeline encodes it.
-pub(crate) fn webhook_with_body_as_data(key: &str) -> NewWebhook {
+fn webhook_with_body_as_data(key: &str) -> NewWebhook {
     let mut w = webhook("shopify", key, at(0), 0);
     w.entry.body = Bytes::from(format!("{{\"id\":820982911946154500,\"key\":\"{key}\"}}\n"));
     let id = format!("{}:0", w.entry.id);
