@@ -39,6 +39,10 @@ pub(crate) const SQLITE: &[(&str, &str)] = &[
         "20261129000002_body_stored_once.sql",
         include_str!("../../../migrations/sqlite/20261129000002_body_stored_once.sql"),
     ),
+    (
+        "20261202000001_entry_state_apart.sql",
+        include_str!("../../../migrations/sqlite/20261202000001_entry_state_apart.sql"),
+    ),
 ];
 
 /// A migrator over embedded files, parsed the way sqlx parses a migrations directory.

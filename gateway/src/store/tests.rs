@@ -960,12 +960,197 @@ async fn sqlite_publishes_entries_through_their_primary_key() {
     .collect();
     let entries_step = plan
         .iter()
-        .find(|step| step.contains(" webhook_entries "))
-        .unwrap_or_else(|| panic!("no step on webhook_entries in {plan:?}"));
+        .find(|step| step.contains(" webhook_entry_states "))
+        .unwrap_or_else(|| panic!("no step on webhook_entry_states in {plan:?}"));
     assert!(
-        entries_step.contains("sqlite_autoindex_webhook_entries_1"),
+        entries_step.contains("USING PRIMARY KEY (id=?)"),
         "entries must be found by primary key, not scanned by status: {plan:?}"
     );
+}
+
+/// A database migrated before the entries' state moved to a table of its own keeps every
+/// entry and event, and they go on through the outbox.
+#[tokio::test]
+async fn sqlite_entries_stored_before_the_state_split_survive_it() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let before_split = super::migrations::SQLITE
+        .iter()
+        .position(|(name, _)| name.contains("entry_state_apart"))
+        .expect("the split migration is listed");
+    {
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .expect("url")
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("open");
+        super::migrations::migrator(&super::migrations::SQLITE[..before_split])
+            .expect("migrator")
+            .run_direct(None, &mut conn, false)
+            .await
+            .expect("old migrations");
+        for (key, status) in [("k-old-accepted", "accepted"), ("k-old-failed", "failed")] {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO webhook_entries (id, source, topic, tenant, idempotency_key, \
+                    headers, body, received_at, status, attempts, last_error, plugin, \
+                    plugin_version, correlation_id) \
+                 VALUES (?, 'shopify', 'orders/create', 'shop', ?, '[[\"a\",\"b\"]]', ?, ?, \
+                    ?, 2, 'boom', 'shopify', '1.0.0', 'corr')",
+            )
+            .bind(id)
+            .bind(key)
+            .bind(&binary_body(key)[..])
+            .bind(at(0).timestamp_micros())
+            .bind(status)
+            .execute(&mut conn)
+            .await
+            .expect("old entry");
+            sqlx::query(
+                "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, \
+                    next_attempt_at, created_at) VALUES (?, ?, 0, 's', '{}', ?, ?)",
+            )
+            .bind(format!("{key}:0"))
+            .bind(id)
+            .bind(at(0).timestamp_micros())
+            .bind(at(0).timestamp_micros())
+            .execute(&mut conn)
+            .await
+            .expect("old event");
+        }
+        conn.close().await.expect("close");
+    }
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.expect("reopen"));
+    store.migrate().await.expect("the split migration");
+    let listed = store
+        .list_entries(&EntryFilter::default(), None, 10)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 2);
+    for old in &listed {
+        assert_eq!(old.body, binary_body(&old.idempotency_key));
+        assert_eq!(old.headers, vec![("a".to_owned(), "b".to_owned())]);
+        assert_eq!((old.attempts, old.last_error.as_deref()), (2, Some("boom")));
+        assert_eq!(old.received_at, at(0));
+    }
+    let accepted = listed
+        .iter()
+        .find(|e| e.idempotency_key == "k-old-accepted")
+        .expect("accepted entry");
+    assert_eq!(accepted.status, EntryStatus::Accepted);
+    let failed = listed
+        .iter()
+        .find(|e| e.idempotency_key == "k-old-failed")
+        .expect("failed entry");
+    assert_eq!(failed.status, EntryStatus::Failed);
+    assert_eq!(
+        store
+            .find_by_key("shopify", "k-old-accepted")
+            .await
+            .expect("key"),
+        Some(accepted.id),
+        "the unique key came along"
+    );
+    store
+        .mark_published(&["k-old-accepted:0".to_owned()], at(1))
+        .await
+        .expect("publish an old event");
+    let (entry, events) = store
+        .get_entry(accepted.id)
+        .await
+        .expect("get")
+        .expect("entry");
+    assert_eq!(entry.status, EntryStatus::Published);
+    assert_eq!(events[0].status, EventStatus::Published);
+    let twin = webhook("shopify", "k-old-accepted", at(2), 1);
+    assert_eq!(
+        store.insert_batch(&[twin]).await.expect("insert"),
+        vec![InsertOutcome::Duplicate {
+            existing_id: accepted.id
+        }]
+    );
+}
+
+/// Nothing after the insert rewrites an entry's record (the row that holds its body): a
+/// trigger that refuses any update of it lets every outbox transition through.
+#[tokio::test]
+async fn sqlite_outbox_transitions_leave_entry_records_alone() {
+    let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
+    store.migrate().await.expect("migrate");
+    sqlx::query(
+        "CREATE TRIGGER records_are_written_once BEFORE UPDATE ON webhook_entry_records \
+         BEGIN SELECT RAISE(ABORT, 'an entry record was rewritten'); END",
+    )
+    .execute(store.pool())
+    .await
+    .expect("trigger");
+    let store: Arc<dyn Store> = Arc::new(store);
+    let published = webhook("shopify", "k-rec-published", at(0), 2);
+    let retried = webhook("shopify", "k-rec-dead", at(0), 1);
+    store
+        .insert_batch(&[published.clone(), retried.clone()])
+        .await
+        .expect("insert");
+    let event_ids: Vec<String> = published.events.iter().map(|e| e.id.clone()).collect();
+    store
+        .mark_published(&event_ids, at(1))
+        .await
+        .expect("publish");
+    store
+        .mark_retry(&retried.events[0].id, at(5), "bus down")
+        .await
+        .expect("retry");
+    store
+        .mark_dead(&retried.events[0].id, "budget spent")
+        .await
+        .expect("dead");
+    assert_eq!(
+        entry(&store, published.entry.id).await.0.status,
+        EntryStatus::Published
+    );
+    let (dead, _) = entry(&store, retried.entry.id).await;
+    assert_eq!(
+        (dead.status, dead.attempts, dead.last_error.as_deref()),
+        (EntryStatus::Dead, 1, Some("budget spent"))
+    );
+}
+
+/// Each admin listing reads in order from an index: no sort of the whole matching set.
+#[tokio::test]
+async fn sqlite_listings_read_in_index_order() {
+    let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
+    store.migrate().await.expect("migrate");
+    let filters = [
+        EntryFilter::default(),
+        EntryFilter {
+            status: Some(EntryStatus::Accepted),
+            ..EntryFilter::default()
+        },
+        EntryFilter {
+            source: Some("shopify".into()),
+            ..EntryFilter::default()
+        },
+        EntryFilter {
+            tenant: Some("shop".into()),
+            ..EntryFilter::default()
+        },
+    ];
+    for filter in filters {
+        let plan = store.explain_listing(&filter).await.expect("explain");
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{filter:?} sorts: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN s")),
+            "{filter:?} scans the states: {plan:?}"
+        );
+    }
 }
 
 #[tokio::test]
