@@ -27,6 +27,10 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
         "20261129000003_body_stored_once.sql",
         include_str!("../../../migrations/postgres/20261129000003_body_stored_once.sql"),
     ),
+    (
+        "20261202000001_headers_lz4.sql",
+        include_str!("../../../migrations/postgres/20261202000001_headers_lz4.sql"),
+    ),
 ];
 
 /// (file name, contents) of `migrations/sqlite`, oldest first.

@@ -889,6 +889,44 @@ async fn postgres_tables_live_in_their_schema() {
     );
 }
 
+/// Every column TOAST compresses under load uses lz4: pglz on any of them cost a share of
+/// the server's CPU for every webhook (see the tuning migrations).
+#[tokio::test]
+async fn postgres_payload_columns_compress_with_lz4() {
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let store = PgStore::connect_with_schema(&pg_url(), &schema)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is unreachable ({e}); see HOOKGATE_TEST_DATABASE_URL")
+        });
+    let migrated = store.migrate().await;
+    let methods: Result<Vec<(String, String)>, _> = sqlx::query_as(
+        "SELECT a.attname::text, a.attcompression::text FROM pg_attribute a \
+         JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND a.attname IN ('body', 'headers', 'envelope') \
+         ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(store.pool())
+    .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("drop test schema");
+    migrated.expect("migrate");
+    assert_eq!(
+        methods.expect("attributes"),
+        vec![
+            ("body".to_owned(), "l".to_owned()),
+            ("envelope".to_owned(), "l".to_owned()),
+            ("headers".to_owned(), "l".to_owned()),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn postgres_bad_url_is_rejected() {
     let result = PgStore::connect("postgres://user@[not-a-host/db").await;
