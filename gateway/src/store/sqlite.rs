@@ -37,6 +37,10 @@ const POOL_SIZE: u32 = 4;
 /// The entry holding (source, idempotency key): a duplicate's answer.
 const ID_BY_KEY: &str =
     "SELECT id FROM webhook_entry_records WHERE source = ? AND idempotency_key = ?";
+/// What a query that holds a whole write transaction starts and ends with (see
+/// [`SqliteStore::write`]): the write lock is taken up front, as every writer here does.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE;\n";
+const END_WRITE: &str = "COMMIT";
 /// Marks the given events (a JSON array of ids) published.
 const PUBLISH_EVENTS: &str = "UPDATE webhook_events \
      SET status = 'published', published_at = ?, next_attempt_at = NULL \
@@ -61,7 +65,7 @@ const BACKSTOP_CHECKPOINT_PAGES: u32 = 32 * 1024;
 const MAX_PARAMETERS: usize = 32_766;
 const RECORD_COLUMN_COUNT: usize = 11;
 const STATE_COLUMN_COUNT: usize = 4;
-const EVENT_COLUMN_COUNT: usize = 10;
+const EVENT_COLUMN_COUNT: usize = 7;
 
 /// How many rows of `columns` bound values fit in one statement.
 const fn rows_per_statement(columns: usize) -> usize {
@@ -208,6 +212,28 @@ impl SqliteStore {
             .collect()
     }
 
+    /// Runs a query that holds a whole write transaction, from [`BEGIN_WRITE`] to
+    /// [`END_WRITE`], on the writer connection, in one round trip to its thread; returns the
+    /// rows its statements returned. When a statement fails, SQLite stops there with the
+    /// transaction still open: it is rolled back before the connection goes back to the pool.
+    async fn write(
+        &self,
+        query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        let mut conn = self.writer.acquire().await.map_err(sqlite_error)?;
+        match query.fetch_all(&mut *conn).await {
+            Ok(rows) => Ok(rows),
+            Err(error) => {
+                // Nothing to roll back (an error, ignored) when it was the BEGIN that failed,
+                // or a COMMIT that ended the transaction as it failed.
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::debug!(%rollback, "nothing to roll back after a failed write");
+                }
+                Err(sqlite_error(error))
+            }
+        }
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
@@ -262,20 +288,22 @@ impl Store for SqliteStore {
             .iter()
             .map(|webhook| encode_headers(&webhook.entry.headers))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.begin_write().await?;
-        // Multi-row statements: each statement is a round trip to the connection's worker
-        // thread, which per row cost more than SQLite's own work. Rows are inserted in
-        // batch order, so a later twin of the same batch conflicts with the first and is
-        // answered with its id below.
-        let mut inserted = HashSet::with_capacity(batch.len());
+        // One query holds the whole transaction, BEGIN to COMMIT: each query is a round trip
+        // to the connection's worker thread and back through the scheduler, and those trips,
+        // not SQLite's work, were most of a batch's time. Multi-row statements for the same
+        // reason. Rows are inserted in batch order, so a later twin of the same batch
+        // conflicts with the first. States and events are written only for the records that
+        // went in: their ids are fresh, so a record with the id exists only if it was
+        // inserted just now.
+        let mut write: QueryBuilder<Sqlite> = QueryBuilder::new(BEGIN_WRITE);
         let rows: Vec<(&NewWebhook, &String)> = batch.iter().zip(&headers).collect();
         for chunk in rows.chunks(rows_per_statement(RECORD_COLUMN_COUNT)) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            write.push(
                 "INSERT INTO webhook_entry_records (id, source, topic, tenant, \
                     idempotency_key, headers, body, received_at, plugin, plugin_version, \
                     correlation_id) ",
             );
-            insert.push_values(chunk, |mut row, (webhook, headers)| {
+            write.push_values(chunk, |mut row, (webhook, headers)| {
                 let e = &webhook.entry;
                 row.push_bind(e.id)
                     .push_bind(e.source.as_str())
@@ -289,19 +317,24 @@ impl Store for SqliteStore {
                     .push_bind(e.plugin_version.as_str())
                     .push_bind(e.correlation_id.as_str());
             });
-            insert.push(" ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id");
-            let ids: Vec<Uuid> = insert
-                .build_query_scalar()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(sqlite_error)?;
-            inserted.extend(ids);
+            write.push(" ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id;\n");
         }
-        let stored: Vec<&NewWebhook> = batch
-            .iter()
-            .filter(|webhook| inserted.contains(&webhook.entry.id))
-            .collect();
-        let events: Vec<(&NewEntry, &NewEvent, (Cow<[u8]>, Option<i32>))> = stored
+        for chunk in batch.chunks(rows_per_statement(STATE_COLUMN_COUNT)) {
+            write.push(
+                "INSERT INTO webhook_entry_states (id, status, last_error, received_at) \
+                 SELECT column1, column2, column3, column4 FROM (",
+            );
+            write.push_values(chunk, |mut row, webhook| {
+                let entry = &webhook.entry;
+                row.push_bind(entry.id)
+                    .push_bind(entry.status.as_str())
+                    .push_bind(entry.last_error.as_deref())
+                    .push_bind(micros(entry.received_at));
+            });
+            write
+                .push(") WHERE EXISTS (SELECT 1 FROM webhook_entry_records WHERE id = column1);\n");
+        }
+        let events: Vec<(&NewEntry, &NewEvent, (Cow<[u8]>, Option<i32>))> = batch
             .iter()
             .flat_map(|webhook| {
                 webhook.events.iter().map(move |event| {
@@ -310,46 +343,34 @@ impl Store for SqliteStore {
                 })
             })
             .collect();
-        // The states and the events of the stored entries go in one round trip: several
-        // statements in one query, each with its own bound values.
-        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new("");
-        for chunk in stored.chunks(rows_per_statement(STATE_COLUMN_COUNT)) {
-            insert.push("INSERT INTO webhook_entry_states (id, status, last_error, received_at) ");
-            insert.push_values(chunk, |mut row, webhook| {
-                let entry = &webhook.entry;
-                row.push_bind(entry.id)
-                    .push_bind(entry.status.as_str())
-                    .push_bind(entry.last_error.as_deref())
-                    .push_bind(micros(entry.received_at));
-            });
-            insert.push(";\n");
-        }
         for chunk in events.chunks(rows_per_statement(EVENT_COLUMN_COUNT)) {
-            insert.push(
+            write.push(
                 "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, body_at, \
-                    status, attempts, next_attempt_at, created_at) ",
+                    status, attempts, next_attempt_at, created_at) \
+                 SELECT column1, column2, column3, column4, column5, column6, 'pending', 0, \
+                    column7, column7 FROM (",
             );
-            insert.push_values(chunk, |mut row, (entry, event, (envelope, body_at))| {
+            write.push_values(chunk, |mut row, (entry, event, (envelope, body_at))| {
                 row.push_bind(event.id.as_str())
                     .push_bind(entry.id)
                     .push_bind(event.seq)
                     .push_bind(event.subject.as_str())
                     .push_bind(&envelope[..])
                     .push_bind(*body_at)
-                    .push_bind("pending")
-                    .push_bind(0_i32)
-                    .push_bind(micros(entry.received_at))
                     .push_bind(micros(entry.received_at));
             });
-            insert.push(";\n");
+            write
+                .push(") WHERE EXISTS (SELECT 1 FROM webhook_entry_records WHERE id = column2);\n");
         }
-        if !stored.is_empty() {
-            insert
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(sqlite_error)?;
-        }
+        write.push(END_WRITE);
+        let inserted: HashSet<Uuid> = self
+            .write(write.build())
+            .await?
+            .iter()
+            .map(|row| row.try_get(0).map_err(sqlite_error))
+            .collect::<Result<_, _>>()?;
+        // A duplicate's key is committed now (by an earlier batch or by this one's first
+        // twin): its holder is read after the write lock is released.
         let mut outcomes = Vec::with_capacity(batch.len());
         for webhook in batch {
             if inserted.contains(&webhook.entry.id) {
@@ -357,15 +378,17 @@ impl Store for SqliteStore {
                 continue;
             }
             let e = &webhook.entry;
-            let existing_id: Uuid = sqlx::query_scalar(ID_BY_KEY)
-                .bind(e.source.as_str())
-                .bind(e.idempotency_key.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(sqlite_error)?;
+            let existing_id = self
+                .find_by_key(&e.source, &e.idempotency_key)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Internal(format!(
+                        "the key of source {} was refused as a duplicate but no entry holds it",
+                        e.source
+                    ))
+                })?;
             outcomes.push(InsertOutcome::Duplicate { existing_id });
         }
-        tx.commit().await.map_err(sqlite_error)?;
         Ok(outcomes)
     }
 
@@ -432,18 +455,16 @@ impl Store for SqliteStore {
         // bind whatever the count, never near SQLite's bound-parameter limit.
         let ids = serde_json::to_string(event_ids)
             .map_err(|e| StoreError::Internal(format!("cannot encode event ids: {e}")))?;
-        let mut tx = self.begin_write().await?;
-        // Both statements in one round trip.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{PUBLISH_EVENTS};\n{PUBLISH_ENTRIES}"
-        )))
-        .bind(micros(at))
-        .bind(ids.as_str())
-        .bind(ids.as_str())
-        .execute(&mut *tx)
+        self.write(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{BEGIN_WRITE}{PUBLISH_EVENTS};\n{PUBLISH_ENTRIES};\n{END_WRITE}"
+            )))
+            .bind(micros(at))
+            .bind(ids.as_str())
+            .bind(ids.as_str()),
+        )
         .await
-        .map_err(sqlite_error)?;
-        tx.commit().await.map_err(sqlite_error)
+        .map(|_| ())
     }
 
     async fn mark_retry(

@@ -102,6 +102,7 @@ suite!(
     list_filters_and_keyset_pagination,
     concurrent_batches_with_same_key_insert_once,
     body_is_stored_once_and_envelopes_read_whole,
+    failed_batch_writes_nothing_and_the_store_goes_on,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -934,6 +935,44 @@ async fn postgres_bad_url_is_rejected() {
         matches!(result, Err(StoreError::BadUrl(_))),
         "{:?}",
         result.err()
+    );
+}
+
+/// A batch that fails half-way (its second webhook's events collide) leaves no trace of
+/// any of its webhooks, and the next batch and publication go through.
+async fn failed_batch_writes_nothing_and_the_store_goes_on(store: Arc<dyn Store>) {
+    let fine = webhook("shopify", "k-fail-fine", at(0), 1);
+    let mut broken = webhook("shopify", "k-fail-broken", at(0), 2);
+    broken.events[1].seq = broken.events[0].seq;
+    let result = store.insert_batch(&[fine.clone(), broken.clone()]).await;
+    assert!(
+        matches!(result, Err(StoreError::Internal(_))),
+        "a constraint violation is a bug, not an outage: {result:?}"
+    );
+    for w in [&fine, &broken] {
+        assert_eq!(
+            store
+                .find_by_key("shopify", &w.entry.idempotency_key)
+                .await
+                .expect("lookup"),
+            None,
+            "{} was partly written",
+            w.entry.idempotency_key
+        );
+    }
+    assert!(
+        due_ids(&store, at(10)).await.is_empty(),
+        "no event was left"
+    );
+
+    insert_one(&store, &fine).await;
+    store
+        .mark_published(&[fine.events[0].id.clone()], at(1))
+        .await
+        .expect("publish after a failed batch");
+    assert_eq!(
+        entry(&store, fine.entry.id).await.0.status,
+        EntryStatus::Published
     );
 }
 
