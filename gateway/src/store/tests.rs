@@ -855,8 +855,12 @@ async fn postgres_rejects_unsafe_schema_names() {
     }
 }
 
-#[tokio::test]
-async fn postgres_tables_live_in_their_schema() {
+/// Migrates a fresh PostgreSQL schema, reads `sql` there (`$1` is the schema's name), and
+/// drops the schema before returning the rows, even when migrating or reading failed.
+async fn rows_of_a_migrated_pg_schema<T>(sql: &'static str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
     let schema = format!("t_{}", Uuid::new_v4().simple());
     let store = PgStore::connect_with_schema(&pg_url(), &schema)
         .await
@@ -865,13 +869,10 @@ async fn postgres_tables_live_in_their_schema() {
         });
     assert_eq!(store.schema(), schema);
     let migrated = store.migrate().await;
-    let tables: Result<Vec<String>, _> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables \
-         WHERE table_schema = $1 ORDER BY 1",
-    )
-    .bind(&schema)
-    .fetch_all(store.pool())
-    .await;
+    let rows = sqlx::query_as(sql)
+        .bind(&schema)
+        .fetch_all(store.pool())
+        .await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE"
     )))
@@ -879,14 +880,25 @@ async fn postgres_tables_live_in_their_schema() {
     .await
     .expect("drop test schema");
     migrated.expect("migrate");
+    rows.expect("read the migrated schema")
+}
+
+#[tokio::test]
+async fn postgres_tables_live_in_their_schema() {
+    let tables: Vec<(String,)> = rows_of_a_migrated_pg_schema(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = $1 ORDER BY 1",
+    )
+    .await;
     assert_eq!(
-        tables.expect("list tables"),
-        vec![
+        tables,
+        [
             "_sqlx_migrations",
             "platform_configurations",
             "webhook_entries",
             "webhook_events"
         ]
+        .map(|table| (table.to_owned(),))
     );
 }
 
@@ -894,37 +906,18 @@ async fn postgres_tables_live_in_their_schema() {
 /// the server's CPU for every webhook (see the tuning migrations).
 #[tokio::test]
 async fn postgres_payload_columns_compress_with_lz4() {
-    let schema = format!("t_{}", Uuid::new_v4().simple());
-    let store = PgStore::connect_with_schema(&pg_url(), &schema)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL is unreachable ({e}); see HOOKGATE_TEST_DATABASE_URL")
-        });
-    let migrated = store.migrate().await;
-    let methods: Result<Vec<(String, String)>, _> = sqlx::query_as(
+    let methods: Vec<(String, String)> = rows_of_a_migrated_pg_schema(
         "SELECT a.attname::text, a.attcompression::text FROM pg_attribute a \
          JOIN pg_class c ON c.oid = a.attrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = $1 AND a.attname IN ('body', 'headers', 'envelope') \
          ORDER BY 1",
     )
-    .bind(&schema)
-    .fetch_all(store.pool())
     .await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(store.pool())
-    .await
-    .expect("drop test schema");
-    migrated.expect("migrate");
     assert_eq!(
-        methods.expect("attributes"),
-        vec![
-            ("body".to_owned(), "l".to_owned()),
-            ("envelope".to_owned(), "l".to_owned()),
-            ("headers".to_owned(), "l".to_owned()),
-        ]
+        methods,
+        [("body", "l"), ("envelope", "l"), ("headers", "l")]
+            .map(|(column, method)| (column.to_owned(), method.to_owned()))
     );
 }
 
