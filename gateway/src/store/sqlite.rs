@@ -58,8 +58,10 @@ pub(super) const PUBLISH_ENTRIES: &str = "UPDATE webhook_entry_states SET status
                          AND e.status <> 'published')";
 /// How often the background task checkpoints the WAL.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-/// The WAL size (in pages) at which a commit checkpoints by itself after all: far above
-/// what the background task lets it reach.
+/// The WAL size (in pages) at which a commit checkpoints by itself after all. The
+/// background task copies nearly everything, but under sustained load a commit always
+/// lands while it copies, so the WAL never starts over until this bound (~130 MB) is
+/// reached; then it cycles there. A bound of 4,096 pages measured slower (BENCHMARKS.md).
 const BACKSTOP_CHECKPOINT_PAGES: u32 = 32 * 1024;
 /// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`).
 const MAX_PARAMETERS: usize = 32_766;
@@ -128,8 +130,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            // Checkpoints run in the background (see `checkpoint_loop`); this only bounds
-            // the WAL should that task fall behind.
+            // Checkpoints run in the background (see `checkpoint_loop`); this bounds the
+            // WAL's file, which those alone never shrink under load.
             .pragma("wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES.to_string())
             // Pages are read through the mapping instead of a read syscall each.
             .pragma("mmap_size", (256 * 1024 * 1024).to_string())
