@@ -4,6 +4,10 @@
 //! the same run it measures a bare hyper server that reads the body and answers 200: the
 //! ceiling every figure is compared with.
 //!
+//! The load comes from the tool's own client (`--driver builtin`) or from wrk in a
+//! process of its own (`--driver wrk`), the tool the reference figures were taken
+//! with: then the webhooks are signed up front and wrk replays them, each once.
+//!
 //! Everything runs on this machine's loopback; every loop is bounded by count and time.
 
 use std::net::SocketAddr;
@@ -21,6 +25,9 @@ use hookgate::app::Gateway;
 use hookgate::config::{CliOverrides, Config};
 use hookgate::sample;
 
+#[path = "load/wrk.rs"]
+mod wrk;
+
 // glibc's malloc was a seventh of the gateway's CPU under load (fragmentation
 // consolidation of the many short-lived body and envelope buffers); mimalloc's
 // per-thread free lists avoid that.
@@ -37,6 +44,14 @@ enum Mode {
     All,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Driver {
+    /// The tool's own hyper client, in the same process as the server.
+    Builtin,
+    /// wrk (`apt-get install wrk`), in a process of its own, replaying pre-signed requests.
+    Wrk,
+}
+
 #[derive(Parser)]
 #[command(about = "Load generator for hookgate (loopback only)")]
 struct Args {
@@ -50,6 +65,13 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 2)]
     warmup_seconds: u64,
+    #[arg(long, value_enum, default_value = "builtin")]
+    driver: Driver,
+    /// wrk driver: distinct webhooks signed up front for the measured time (warm-up gets
+    /// its own fifth as many). If wrk sends more it starts over, and the repeats are
+    /// answered as duplicates and reported.
+    #[arg(long, default_value_t = 200_000)]
+    wrk_requests: usize,
     /// Hard cap on requests per mode, whatever the time.
     #[arg(long, default_value_t = 2_000_000)]
     max_requests: u64,
@@ -65,22 +87,26 @@ struct RunResult {
     name: &'static str,
     requests: u64,
     errors: u64,
+    /// Webhooks the gateway accepted, warm-up included: what the sink must hold.
     accepted: u64,
     elapsed: Duration,
-    latencies_us: Vec<u32>,
+    p50_ms: f64,
+    p99_ms: f64,
 }
 
 impl RunResult {
     fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
-    fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let index = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[index] as f64 / 1000.0
+}
+
+/// The latency at quantile `p` of sorted microsecond samples, in milliseconds.
+fn percentile(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
     }
+    let index = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us[index] as f64 / 1000.0
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,7 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let result = match mode {
             Mode::Ceiling => {
                 let (addr, server) = bare_server().await?;
-                let result = drive("bare hyper (ceiling)", addr, &args, false).await;
+                let result = load("bare hyper (ceiling)", addr, &args, None).await?;
                 server.abort();
                 result
             }
@@ -125,8 +151,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "| {} | {:.0} | {:.2} | {:.2} | {} | {} |",
             result.name,
             result.rate(),
-            result.percentile(0.50),
-            result.percentile(0.99),
+            result.p50_ms,
+            result.p99_ms,
             result.errors,
             ratio
         );
@@ -141,8 +167,8 @@ fn print_result(result: &RunResult, _ceiling: Option<&RunResult>) {
         result.requests,
         result.elapsed.as_secs_f64(),
         result.rate(),
-        result.percentile(0.50),
-        result.percentile(0.99),
+        result.p50_ms,
+        result.p99_ms,
         result.errors
     );
 }
@@ -205,7 +231,7 @@ async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
     std::fs::write(&path, config_text)?;
     let config = Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())?;
     let gateway = Gateway::start(&config).await.context("start gateway")?;
-    let result = drive(name, gateway.local_addr, args, true).await;
+    let result = load(name, gateway.local_addr, args, Some(&gateway.state.metrics)).await?;
     print_batching(name, &gateway.state.metrics.encode());
 
     // Prove nothing was lost: every accepted webhook's event reaches the bus.
@@ -231,6 +257,36 @@ async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
         cleanup(args, &schema, &stream).await;
     }
     Ok(result)
+}
+
+/// Loads `addr` with the chosen driver. `gateway`: the target is the gateway, whose
+/// metrics say how many webhooks it accepted (the bare server has none).
+async fn load(
+    name: &'static str,
+    addr: SocketAddr,
+    args: &Args,
+    gateway: Option<&hookgate::metrics::Metrics>,
+) -> anyhow::Result<RunResult> {
+    match args.driver {
+        Driver::Builtin => Ok(drive(name, addr, args, gateway.is_some()).await),
+        Driver::Wrk => {
+            let mut result = wrk::run(name, addr, args).await?;
+            result.accepted = gateway.map_or(0, |metrics| accepted_count(&metrics.encode()));
+            Ok(result)
+        }
+    }
+}
+
+/// Webhooks the gateway answered as accepted, from its own exposition.
+fn accepted_count(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.starts_with("hookgate_webhooks_received_total{")
+                && line.contains("outcome=\"accepted\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// How well concurrent webhooks were grouped: the figures that explain a run's throughput.
@@ -350,7 +406,8 @@ async fn drive(
         errors,
         accepted: accepted.load(Ordering::Relaxed),
         elapsed,
-        latencies_us: latencies,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
     }
 }
 
