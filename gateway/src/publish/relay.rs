@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::publish::{EventSink, Outgoing, PublishError};
-use crate::store::{OutboxEvent, Store};
+use crate::store::{DueEvents, OutboxEvent, Store, UnreadableEvent};
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -203,8 +203,11 @@ impl Relay {
         };
         let limit = u32::try_from(self.config.batch_size).unwrap_or(u32::MAX);
         match self.store.due_events(Utc::now() - grace, limit).await {
-            Ok(events) => {
-                let found = events.len();
+            Ok(DueEvents { events, unreadable }) => {
+                let found = events.len() + unreadable.len();
+                for event in unreadable {
+                    self.dead_letter_unreadable(event).await;
+                }
                 swept.extend(events.iter().map(|event| event.id.clone()));
                 if found > 0 {
                     self.publish(events, unmarked).await;
@@ -215,6 +218,17 @@ impl Relay {
                 tracing::warn!(%error, "outbox sweep failed");
                 0
             }
+        }
+    }
+
+    /// An event no envelope can be made of goes to the dead-letter queue at once: retrying
+    /// cannot mend it, and an operator can see it there, with the reason.
+    async fn dead_letter_unreadable(&self, event: UnreadableEvent) {
+        self.metrics.events_dead_lettered.inc();
+        let reason = format!("stored event cannot be read: {}", event.reason);
+        tracing::error!(event_id = %event.id, entry_id = ?event.entry_id, error = %reason, "unreadable outbox event; dead-lettered");
+        if let Err(error) = self.store.mark_dead(&event.id, &reason).await {
+            tracing::warn!(%error, event_id = %event.id, "could not dead-letter an unreadable event");
         }
     }
 
@@ -388,7 +402,7 @@ mod tests {
         let webhook = crate::store::tests::webhook("shopify", "late-commit", old, 1);
         let store = outbox().await;
         store.insert_batch(&[webhook]).await.expect("insert");
-        let events = store.due_events(Utc::now(), 10).await.expect("due");
+        let events = store.due_events(Utc::now(), 10).await.expect("due").events;
         assert_eq!(events.len(), 1);
         // The first tick sweeps at once; the next is out of the test's reach.
         let mut relay = Fixture::start(store, Duration::from_secs(3600)).await;
@@ -410,6 +424,59 @@ mod tests {
             1,
             "the late hand-off is not written at shutdown"
         );
+    }
+
+    /// An outbox row no envelope can be made of is dead-lettered by the sweep, with the
+    /// reason, and the events beside it are published: one bad row does not stall the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_dead_letters_an_unreadable_event_and_publishes_the_rest() {
+        let sqlite = crate::store::sqlite::SqliteStore::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        sqlite.migrate().await.expect("migrate");
+        let pool = sqlite.pool().clone();
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let old = Utc::now() - chrono::Duration::seconds(30);
+        let good = crate::store::tests::webhook("shopify", "readable", old, 1);
+        let bad = crate::store::tests::webhook("shopify", "unreadable", old, 1);
+        store
+            .insert_batch(&[good.clone(), bad.clone()])
+            .await
+            .expect("insert");
+        let bad_id = bad.events[0].id.clone();
+        sqlx::query("UPDATE webhook_events SET body_at = 1000000 WHERE id = ?")
+            .bind(&bad_id)
+            .execute(&pool)
+            .await
+            .expect("corrupt the row");
+
+        let mut relay = Fixture::start(store, Duration::from_secs(3600)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut status = (String::new(), None::<String>);
+        while Instant::now() < deadline {
+            status = sqlx::query_as("SELECT status, last_error FROM webhook_events WHERE id = ?")
+                .bind(&bad_id)
+                .fetch_one(&pool)
+                .await
+                .expect("read the row");
+            if status.0 == "dead" && relay.lines() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status.0, "dead");
+        let reason = status.1.unwrap_or_default();
+        assert!(reason.contains("cannot be read"), "{reason}");
+        assert_eq!(relay.lines(), 1);
+        assert!(relay.events_file().contains(&good.events[0].id));
+        assert!(
+            relay
+                .metrics
+                .encode()
+                .contains("hookgate_events_dead_lettered_total 1"),
+            "the dead-lettering is counted"
+        );
+        relay.stop().await;
     }
 
     /// Under a hand-off queue that never runs dry, an event left in the outbox (a retry, a

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::{NewEvent, NewWebhook, StoreError};
+use uuid::Uuid;
+
+use super::{DueEvents, NewEvent, NewWebhook, OutboxEvent, StoreError, UnreadableEvent};
 use crate::publish::envelope;
 
 /// Headers as stored: JSON text `[[name, value], ...]`, which keeps arrival order and
@@ -115,4 +117,25 @@ pub(crate) fn read_envelope(
         .ok()
         .and_then(|at| envelope::with_body(&stored, at, body))
         .ok_or_else(|| StoreError::Internal(format!("stored envelope offset {at} is past its end")))
+}
+
+/// Sorts one due row into `due`: an event, or an unreadable event when anything but its id
+/// cannot be read. A row whose id cannot be read fails the whole sweep: nothing could
+/// be done with it, not even dead-lettering.
+pub(crate) fn sort_due_row(
+    due: &mut DueEvents,
+    id: Result<String, StoreError>,
+    entry_id: Option<Uuid>,
+    event: impl FnOnce(String) -> Result<OutboxEvent, StoreError>,
+) -> Result<(), StoreError> {
+    let id = id?;
+    match event(id.clone()) {
+        Ok(event) => due.events.push(event),
+        Err(error) => due.unreadable.push(UnreadableEvent {
+            id,
+            entry_id,
+            reason: error.to_string(),
+        }),
+    }
+    Ok(())
 }

@@ -150,6 +150,24 @@ pub struct OutboxEvent {
     pub created_at: DateTime<Utc>,
 }
 
+/// What a sweep of the outbox found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DueEvents {
+    /// Ready to publish, oldest first.
+    pub events: Vec<OutboxEvent>,
+    /// Due, but stored so that no envelope can be made of them (a row edited by hand, a
+    /// bug of an older version): the relay dead-letters them, so one bad row neither
+    /// stalls the outbox nor is retried for ever.
+    pub unreadable: Vec<UnreadableEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableEvent {
+    pub id: String,
+    pub entry_id: Option<Uuid>,
+    pub reason: String,
+}
+
 /// Filters of the admin listing. Every field narrows; none means any.
 #[derive(Debug, Clone, Default)]
 pub struct EntryFilter {
@@ -246,12 +264,9 @@ pub trait Store: Send + Sync + 'static {
         idempotency_key: &str,
     ) -> Result<Option<Uuid>, StoreError>;
 
-    /// Pending events whose next attempt is due at `now`, oldest first, at most `limit`.
-    async fn due_events(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// Pending events whose next attempt is due at `now`, oldest first, at most `limit`
+    /// in all; those that cannot be read apart.
+    async fn due_events(&self, now: DateTime<Utc>, limit: u32) -> Result<DueEvents, StoreError>;
 
     /// Marks events acknowledged by the bus, and every entry whose events are now all
     /// published as `published`.

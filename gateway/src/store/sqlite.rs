@@ -28,7 +28,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, decode_headers, encode_headers, read_envelope, stored_envelope,
+    classify, count, decode_headers, encode_headers, read_envelope, sort_due_row, stored_envelope,
 };
 use super::*;
 
@@ -407,11 +407,7 @@ impl Store for SqliteStore {
             .map_err(sqlite_error)
     }
 
-    async fn due_events(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
+    async fn due_events(&self, now: DateTime<Utc>, limit: u32) -> Result<DueEvents, StoreError> {
         let rows = sqlx::query(
             "SELECT id, entry_id, subject, envelope, body_at, attempts, created_at, \
                     (SELECT w.body FROM webhook_entry_records w \
@@ -426,23 +422,31 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sqlite_error)?;
-        rows.iter()
-            .map(|row| {
-                let body: Option<Vec<u8>> = row.try_get("body").map_err(sqlite_error)?;
-                Ok(OutboxEvent {
-                    id: row.try_get("id").map_err(sqlite_error)?,
-                    entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
-                    subject: row.try_get("subject").map_err(sqlite_error)?,
-                    envelope: read_envelope(
-                        row.try_get("envelope").map_err(sqlite_error)?,
-                        row.try_get("body_at").map_err(sqlite_error)?,
-                        body.as_deref(),
-                    )?,
-                    attempts: row.try_get("attempts").map_err(sqlite_error)?,
-                    created_at: time(row.try_get("created_at").map_err(sqlite_error)?)?,
-                })
-            })
-            .collect()
+        let mut due = DueEvents::default();
+        for row in &rows {
+            let entry_id: Result<Uuid, StoreError> = row.try_get("entry_id").map_err(sqlite_error);
+            sort_due_row(
+                &mut due,
+                row.try_get("id").map_err(sqlite_error),
+                entry_id.as_ref().ok().copied(),
+                |id| {
+                    let body: Option<Vec<u8>> = row.try_get("body").map_err(sqlite_error)?;
+                    Ok(OutboxEvent {
+                        id,
+                        entry_id: entry_id?,
+                        subject: row.try_get("subject").map_err(sqlite_error)?,
+                        envelope: read_envelope(
+                            row.try_get("envelope").map_err(sqlite_error)?,
+                            row.try_get("body_at").map_err(sqlite_error)?,
+                            body.as_deref(),
+                        )?,
+                        attempts: row.try_get("attempts").map_err(sqlite_error)?,
+                        created_at: time(row.try_get("created_at").map_err(sqlite_error)?)?,
+                    })
+                },
+            )?;
+        }
+        Ok(due)
     }
 
     async fn mark_published(

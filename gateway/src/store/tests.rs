@@ -27,6 +27,15 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    on_sqlite_store(|store| case(store)).await;
+}
+
+/// [`on_sqlite`] for cases that also reach the backend's own tables.
+async fn on_sqlite_store<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<SqliteStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("hookgate.db").display());
     let store = SqliteStore::connect(&url).await.expect("open SQLite");
@@ -38,6 +47,15 @@ where
 async fn on_postgres<F, Fut>(case: F)
 where
     F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    on_pg_store(|store| case(store)).await;
+}
+
+/// [`on_postgres`] for cases that also reach the backend's own tables.
+async fn on_pg_store<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<PgStore>) -> Fut,
     Fut: Future<Output = ()>,
 {
     let url = pg_url();
@@ -241,6 +259,7 @@ async fn due_ids(store: &Arc<dyn Store>, now: DateTime<Utc>) -> Vec<String> {
         .due_events(now, 1000)
         .await
         .expect("due_events")
+        .events
         .into_iter()
         .map(|e| e.id)
         .collect()
@@ -464,7 +483,7 @@ async fn outbox_transitions_and_stats(store: Arc<dyn Store>) {
         due_ids(&store, at(1)).await,
         vec![a0.clone(), a1.clone(), b0.clone()]
     );
-    let limited = store.due_events(at(5), 2).await.expect("due");
+    let limited = store.due_events(at(5), 2).await.expect("due").events;
     assert_eq!(limited.len(), 2);
     assert_eq!(
         limited[0],
@@ -502,7 +521,7 @@ async fn outbox_transitions_and_stats(store: Arc<dyn Store>) {
     assert_eq!(events_a[1].next_attempt_at, Some(at(60)));
     assert_eq!(events_a[1].last_error.as_deref(), Some("nats: timeout"));
     assert_eq!(due_ids(&store, at(59)).await, vec![b0.clone()]);
-    let due = store.due_events(at(60), 10).await.expect("due");
+    let due = store.due_events(at(60), 10).await.expect("due").events;
     assert_eq!(
         due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         vec![b0.as_str(), a1.as_str()]
@@ -981,7 +1000,7 @@ async fn body_is_stored_once_and_envelopes_read_whole(store: Arc<dyn Store>) {
     assert_eq!(events[0].envelope, w.events[0].envelope, "admin view");
     let (_, events) = entry(&store, plain.entry.id).await;
     assert_eq!(events[0].envelope, plain.events[0].envelope, "stored whole");
-    let due = store.due_events(at(10), 1000).await.expect("due");
+    let due = store.due_events(at(10), 1000).await.expect("due").events;
     assert_eq!(due.len(), 2);
     for event in due {
         let expected = if event.entry_id == w.entry.id {
@@ -1295,7 +1314,10 @@ async fn sqlite_in_memory_works() {
         .insert_batch(std::slice::from_ref(&w))
         .await
         .expect("insert");
-    assert_eq!(store.due_events(at(0), 10).await.expect("due").len(), 2);
+    assert_eq!(
+        store.due_events(at(0), 10).await.expect("due").events.len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -1309,4 +1331,69 @@ async fn connect_picks_backend_from_url() {
         .expect("sqlite url");
     store.migrate().await.expect("migrate");
     store.ping().await.expect("ping");
+}
+
+/// Two due events, the second stored so that no envelope can be made of it (its body
+/// offset past the envelope's end); `corrupt` does that to the event with the given id.
+async fn an_unreadable_event_is_set_apart<C, Fut>(store: Arc<dyn Store>, corrupt: C)
+where
+    C: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let good = webhook_with_body_as_data("k-good");
+    let bad = webhook_with_body_as_data("k-bad");
+    store
+        .insert_batch(&[good.clone(), bad.clone()])
+        .await
+        .expect("insert");
+    corrupt(bad.events[0].id.clone()).await;
+    let due = store
+        .due_events(at(10), 1000)
+        .await
+        .expect("one bad row must not fail the sweep");
+    assert_eq!(
+        due.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec![good.events[0].id.as_str()]
+    );
+    assert_eq!(due.unreadable.len(), 1);
+    let unreadable = &due.unreadable[0];
+    assert_eq!(unreadable.id, bad.events[0].id);
+    assert_eq!(unreadable.entry_id, Some(bad.entry.id));
+    assert!(
+        unreadable.reason.contains("past its end"),
+        "{}",
+        unreadable.reason
+    );
+}
+
+const CORRUPT_BODY_AT: &str = "UPDATE webhook_events SET body_at = 1000000 WHERE id = ";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sets_an_unreadable_event_apart() {
+    on_sqlite_store(|store| async move {
+        let pool = store.pool().clone();
+        an_unreadable_event_is_set_apart(store, |id| async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!("{CORRUPT_BODY_AT}'{id}'")))
+                .execute(&pool)
+                .await
+                .expect("corrupt the row");
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sets_an_unreadable_event_apart() {
+    on_pg_store(|store| async move {
+        let pool = store.pool().clone();
+        an_unreadable_event_is_set_apart(store, |id| async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!("{CORRUPT_BODY_AT}'{id}'")))
+                .execute(&pool)
+                .await
+                .expect("corrupt the row");
+        })
+        .await;
+    })
+    .await;
 }
