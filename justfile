@@ -20,6 +20,10 @@ bench:
 bench-load:
     cargo run --release -p hookgate --bin hookgate-load -- --mode all
 
+# The same load from wrk in a process of its own (apt-get install wrk).
+bench-load-wrk:
+    cargo run --release -p hookgate --bin hookgate-load -- --mode all --driver wrk
+
 # Write the bundled plugins as .wasm files into ./plugins.d.
 export-plugins:
     cargo run --release -- plugins export plugins.d
