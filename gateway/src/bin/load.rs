@@ -425,7 +425,6 @@ async fn worker_loop(
     let mut latencies = Vec::with_capacity(64 * 1024);
     let mut errors = 0u64;
     let mut sender = None;
-    let body = sample::SHOPIFY_ORDER.as_bytes();
     while Instant::now() < stop_at {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         if n >= max_requests {
@@ -442,13 +441,7 @@ async fn worker_loop(
             }
         }
         let Some(s) = sender.as_mut() else { continue };
-        let webhook = sample::shopify(
-            SECRET,
-            "orders/create",
-            "load.myshopify.com",
-            &format!("{id_prefix}-{n}"),
-            body,
-        );
+        let webhook = load_webhook(&format!("{id_prefix}-{n}"));
         let mut request = hyper::Request::builder()
             .method("POST")
             .uri(&webhook.path)
@@ -493,6 +486,17 @@ async fn worker_loop(
         }
     }
     (latencies, errors)
+}
+
+/// One signed `orders/create` webhook of the load, distinct by its event id.
+fn load_webhook(event_id: &str) -> sample::SignedWebhook {
+    sample::shopify(
+        SECRET,
+        "orders/create",
+        "load.myshopify.com",
+        event_id,
+        sample::SHOPIFY_ORDER.as_bytes(),
+    )
 }
 
 async fn connect(

@@ -1368,32 +1368,25 @@ where
 
 const CORRUPT_BODY_AT: &str = "UPDATE webhook_events SET body_at = 1000000 WHERE id = ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_sets_an_unreadable_event_apart() {
-    on_sqlite_store(|store| async move {
-        let pool = store.pool().clone();
-        an_unreadable_event_is_set_apart(store, |id| async move {
-            sqlx::query(sqlx::AssertSqlSafe(format!("{CORRUPT_BODY_AT}'{id}'")))
-                .execute(&pool)
-                .await
-                .expect("corrupt the row");
-        })
-        .await;
-    })
-    .await;
+/// The unreadable-event case on one backend, corrupting the row with the backend's pool.
+macro_rules! unreadable_event_case {
+    ($name:ident, $on_store:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $on_store(|store| async move {
+                let pool = store.pool().clone();
+                an_unreadable_event_is_set_apart(store, |id| async move {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("{CORRUPT_BODY_AT}'{id}'")))
+                        .execute(&pool)
+                        .await
+                        .expect("corrupt the row");
+                })
+                .await;
+            })
+            .await;
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sets_an_unreadable_event_apart() {
-    on_pg_store(|store| async move {
-        let pool = store.pool().clone();
-        an_unreadable_event_is_set_apart(store, |id| async move {
-            sqlx::query(sqlx::AssertSqlSafe(format!("{CORRUPT_BODY_AT}'{id}'")))
-                .execute(&pool)
-                .await
-                .expect("corrupt the row");
-        })
-        .await;
-    })
-    .await;
-}
+unreadable_event_case!(sqlite_sets_an_unreadable_event_apart, on_sqlite_store);
+unreadable_event_case!(postgres_sets_an_unreadable_event_apart, on_pg_store);

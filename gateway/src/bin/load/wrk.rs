@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::{Args, RunResult, SECRET};
-use hookgate::sample;
+use super::{Args, RunResult, load_webhook};
 
 const SCRIPT: &str = include_str!("replay.lua");
 
@@ -93,15 +92,8 @@ fn write_requests(
                 .with_context(|| format!("create {path}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let body = sample::SHOPIFY_ORDER.as_bytes();
     for n in 0..count {
-        let webhook = sample::shopify(
-            SECRET,
-            "orders/create",
-            "load.myshopify.com",
-            &format!("{id_prefix}-{n}"),
-            body,
-        );
+        let webhook = load_webhook(&format!("{id_prefix}-{n}"));
         let file = &mut files[n % threads];
         write!(
             file,
