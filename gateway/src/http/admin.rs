@@ -223,8 +223,12 @@ fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
 }
 
 fn event_detail(event: &StoredEvent) -> serde_json::Value {
-    let envelope: serde_json::Value = serde_json::from_slice(&event.envelope)
-        .unwrap_or_else(|_| json!(String::from_utf8_lossy(&event.envelope)));
+    let envelope: serde_json::Value = if event.envelope_error.is_some() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&event.envelope)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&event.envelope)))
+    };
     json!({
         "id": event.id,
         "seq": event.seq,
@@ -235,6 +239,7 @@ fn event_detail(event: &StoredEvent) -> serde_json::Value {
         "published_at": event.published_at.map(|t| t.to_rfc3339()),
         "last_error": event.last_error,
         "envelope": envelope,
+        "envelope_error": event.envelope_error,
     })
 }
 

@@ -139,3 +139,16 @@ pub(crate) fn sort_due_row(
     }
     Ok(())
 }
+
+/// [`read_envelope`] for the admin view: an unreadable envelope becomes its reason, so
+/// the entry and its other events can still be inspected.
+pub(crate) fn envelope_for_view(
+    stored: Vec<u8>,
+    body_at: Option<i32>,
+    body: &[u8],
+) -> (Bytes, Option<String>) {
+    match read_envelope(stored, body_at, Some(body)) {
+        Ok(envelope) => (envelope, None),
+        Err(error) => (Bytes::new(), Some(error.to_string())),
+    }
+}

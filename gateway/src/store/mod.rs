@@ -213,7 +213,10 @@ pub struct StoredEvent {
     pub entry_id: Uuid,
     pub seq: i32,
     pub subject: String,
+    /// Empty when it cannot be read; `envelope_error` then says why.
     pub envelope: Bytes,
+    /// Why no envelope could be made of the stored row: the entry is still shown.
+    pub envelope_error: Option<String>,
     pub status: EventStatus,
     pub attempts: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,

@@ -16,8 +16,8 @@ use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, decode_headers, earlier_twins, encode_headers, read_envelope, sort_due_row,
-    stored_envelope,
+    classify, count, decode_headers, earlier_twins, encode_headers, envelope_for_view,
+    read_envelope, sort_due_row, stored_envelope,
 };
 use super::*;
 
@@ -571,16 +571,18 @@ fn entry_from_row(row: &PgRow) -> Result<StoredEntry, StoreError> {
 /// `body`: the entry's, which envelopes stored without it need back.
 fn event_from_row(row: &PgRow, body: &[u8]) -> Result<StoredEvent, StoreError> {
     let status: String = row.try_get("status").map_err(pg_error)?;
+    let (envelope, envelope_error) = envelope_for_view(
+        row.try_get("envelope").map_err(pg_error)?,
+        row.try_get("body_at").map_err(pg_error)?,
+        body,
+    );
     Ok(StoredEvent {
         id: row.try_get("id").map_err(pg_error)?,
         entry_id: row.try_get("entry_id").map_err(pg_error)?,
         seq: row.try_get("seq").map_err(pg_error)?,
         subject: row.try_get("subject").map_err(pg_error)?,
-        envelope: read_envelope(
-            row.try_get("envelope").map_err(pg_error)?,
-            row.try_get("body_at").map_err(pg_error)?,
-            Some(body),
-        )?,
+        envelope,
+        envelope_error,
         status: EventStatus::parse(&status)
             .ok_or_else(|| StoreError::Internal(format!("unknown event status {status:?}")))?,
         attempts: row.try_get("attempts").map_err(pg_error)?,

@@ -28,7 +28,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, decode_headers, encode_headers, read_envelope, sort_due_row, stored_envelope,
+    classify, count, decode_headers, encode_headers, envelope_for_view, read_envelope,
+    sort_due_row, stored_envelope,
 };
 use super::*;
 
@@ -684,16 +685,18 @@ fn entry_from_row(row: &SqliteRow) -> Result<StoredEntry, StoreError> {
 /// `body`: the entry's, which envelopes stored without it need back.
 fn event_from_row(row: &SqliteRow, body: &[u8]) -> Result<StoredEvent, StoreError> {
     let status: String = row.try_get("status").map_err(sqlite_error)?;
+    let (envelope, envelope_error) = envelope_for_view(
+        row.try_get("envelope").map_err(sqlite_error)?,
+        row.try_get("body_at").map_err(sqlite_error)?,
+        body,
+    );
     Ok(StoredEvent {
         id: row.try_get("id").map_err(sqlite_error)?,
         entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
         seq: row.try_get("seq").map_err(sqlite_error)?,
         subject: row.try_get("subject").map_err(sqlite_error)?,
-        envelope: read_envelope(
-            row.try_get("envelope").map_err(sqlite_error)?,
-            row.try_get("body_at").map_err(sqlite_error)?,
-            Some(body),
-        )?,
+        envelope,
+        envelope_error,
         status: EventStatus::parse(&status)
             .ok_or_else(|| StoreError::Internal(format!("unknown event status {status:?}")))?,
         attempts: row.try_get("attempts").map_err(sqlite_error)?,

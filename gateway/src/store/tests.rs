@@ -329,6 +329,7 @@ async fn round_trip_keeps_body_bytes_and_header_order(store: Arc<dyn Store>) {
             seq: e.seq,
             subject: e.subject.clone(),
             envelope: e.envelope.clone(),
+            envelope_error: None,
             status: EventStatus::Pending,
             attempts: 0,
             next_attempt_at: Some(w.entry.received_at),
@@ -1364,6 +1365,15 @@ where
         "{}",
         unreadable.reason
     );
+
+    // The admin view still shows the entry, with the reason in place of the envelope.
+    let (_, events) = entry(&store, bad.entry.id).await;
+    assert!(events[0].envelope.is_empty());
+    let error = events[0].envelope_error.as_deref().unwrap_or_default();
+    assert!(error.contains("past its end"), "{error}");
+    let (_, events) = entry(&store, good.entry.id).await;
+    assert_eq!(events[0].envelope, good.events[0].envelope);
+    assert_eq!(events[0].envelope_error, None);
 }
 
 const CORRUPT_BODY_AT: &str = "UPDATE webhook_events SET body_at = 1000000 WHERE id = ";
