@@ -279,25 +279,27 @@ async fn load(
 
 /// Webhooks the gateway answered as accepted, from its own exposition.
 fn accepted_count(exposition: &str) -> u64 {
+    metric_sum(
+        exposition,
+        "hookgate_webhooks_received_total",
+        "outcome=\"accepted\"",
+    ) as u64
+}
+
+/// The sum of `metric`'s samples in an exposition, over the label sets that contain
+/// `labels` (`""`: all of them).
+fn metric_sum(exposition: &str, metric: &str, labels: &str) -> f64 {
     exposition
         .lines()
-        .filter(|line| {
-            line.starts_with("hookgate_webhooks_received_total{")
-                && line.contains("outcome=\"accepted\"")
-        })
+        .filter(|line| line.starts_with(metric) && line[metric.len()..].starts_with([' ', '{']))
+        .filter(|line| line.contains(labels))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+        .sum()
 }
 
 /// How well concurrent webhooks were grouped: the figures that explain a run's throughput.
 fn print_batching(name: &str, exposition: &str) {
-    let value = |metric: &str| -> f64 {
-        exposition
-            .lines()
-            .filter(|line| line.starts_with(metric) && line[metric.len()..].starts_with([' ', '{']))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let value = |metric: &str| metric_sum(exposition, metric, "");
     let commits = value("hookgate_storage_batch_size_count");
     let stored = value("hookgate_storage_batch_size_sum");
     let commit_seconds = value("hookgate_storage_commit_duration_seconds_sum");

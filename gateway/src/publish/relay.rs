@@ -344,6 +344,18 @@ mod tests {
         store
     }
 
+    /// A freshly committed event as the pipeline hands it over, the `n`th of its `kind`.
+    fn hand_off(kind: &str, n: impl std::fmt::Display) -> OutboxEvent {
+        OutboxEvent {
+            id: format!("{kind}-{n}"),
+            entry_id: uuid::Uuid::now_v7(),
+            subject: format!("webhooks.test.{kind}"),
+            envelope: bytes::Bytes::from(format!("{{\"id\":\"{kind}-{n}\"}}")),
+            attempts: 0,
+            created_at: Utc::now(),
+        }
+    }
+
     impl Fixture {
         /// Starts a relay over `store`; its first sweep runs at once.
         async fn start(store: Arc<dyn Store>, poll_interval: Duration) -> Self {
@@ -496,14 +508,7 @@ mod tests {
                     && Instant::now() < deadline
                 {
                     n += 1;
-                    handle.notify(vec![OutboxEvent {
-                        id: format!("fresh-{n}"),
-                        entry_id: uuid::Uuid::now_v7(),
-                        subject: "webhooks.test.fresh".into(),
-                        envelope: bytes::Bytes::from(format!("{{\"id\":\"fresh-{n}\"}}")),
-                        attempts: 0,
-                        created_at: Utc::now(),
-                    }]);
+                    handle.notify(vec![hand_off("fresh", n)]);
                     tokio::task::yield_now().await;
                 }
             }
@@ -541,14 +546,7 @@ mod tests {
         let mut relay = Fixture::start(outbox().await, Duration::from_secs(3600)).await;
         const EVENTS: usize = 200;
         for n in 0..EVENTS {
-            relay.handle.notify(vec![OutboxEvent {
-                id: format!("gathered-{n}"),
-                entry_id: uuid::Uuid::now_v7(),
-                subject: "webhooks.test.gathered".into(),
-                envelope: bytes::Bytes::from(format!("{{\"id\":\"gathered-{n}\"}}")),
-                attempts: 0,
-                created_at: Utc::now(),
-            }]);
+            relay.handle.notify(vec![hand_off("gathered", n)]);
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let deadline = Instant::now() + Duration::from_secs(10);

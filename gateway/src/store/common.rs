@@ -119,25 +119,27 @@ pub(crate) fn read_envelope(
         .ok_or_else(|| StoreError::Internal(format!("stored envelope offset {at} is past its end")))
 }
 
-/// Sorts one due row into `due`: an event, or an unreadable event when anything but its id
-/// cannot be read. A row whose id cannot be read fails the whole sweep: nothing could
-/// be done with it, not even dead-lettering.
-pub(crate) fn sort_due_row(
-    due: &mut DueEvents,
-    id: Result<String, StoreError>,
-    entry_id: Option<Uuid>,
-    event: impl FnOnce(String) -> Result<OutboxEvent, StoreError>,
-) -> Result<(), StoreError> {
-    let id = id?;
-    match event(id.clone()) {
-        Ok(event) => due.events.push(event),
-        Err(error) => due.unreadable.push(UnreadableEvent {
-            id,
-            entry_id,
-            reason: error.to_string(),
-        }),
+/// Sorts due rows into events and unreadable events (any field but the id fails to
+/// read). A row whose id cannot be read fails the whole sweep: nothing could be done with
+/// it, not even dead-lettering.
+pub(crate) fn sort_due_rows<R>(
+    rows: &[R],
+    id_of: impl Fn(&R) -> Result<String, StoreError>,
+    entry_id_of: impl Fn(&R) -> Option<Uuid>,
+    event_of: impl Fn(&R) -> Result<OutboxEvent, StoreError>,
+) -> Result<DueEvents, StoreError> {
+    let mut due = DueEvents::default();
+    for row in rows {
+        match event_of(row) {
+            Ok(event) => due.events.push(event),
+            Err(error) => due.unreadable.push(UnreadableEvent {
+                id: id_of(row)?,
+                entry_id: entry_id_of(row),
+                reason: error.to_string(),
+            }),
+        }
     }
-    Ok(())
+    Ok(due)
 }
 
 /// [`read_envelope`] for the admin view: an unreadable envelope becomes its reason, so

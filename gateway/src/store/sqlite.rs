@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::common::{
     classify, count, decode_headers, encode_headers, envelope_for_view, read_envelope,
-    sort_due_row, stored_envelope,
+    sort_due_rows, stored_envelope,
 };
 use super::*;
 
@@ -423,31 +423,12 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sqlite_error)?;
-        let mut due = DueEvents::default();
-        for row in &rows {
-            let entry_id: Result<Uuid, StoreError> = row.try_get("entry_id").map_err(sqlite_error);
-            sort_due_row(
-                &mut due,
-                row.try_get("id").map_err(sqlite_error),
-                entry_id.as_ref().ok().copied(),
-                |id| {
-                    let body: Option<Vec<u8>> = row.try_get("body").map_err(sqlite_error)?;
-                    Ok(OutboxEvent {
-                        id,
-                        entry_id: entry_id?,
-                        subject: row.try_get("subject").map_err(sqlite_error)?,
-                        envelope: read_envelope(
-                            row.try_get("envelope").map_err(sqlite_error)?,
-                            row.try_get("body_at").map_err(sqlite_error)?,
-                            body.as_deref(),
-                        )?,
-                        attempts: row.try_get("attempts").map_err(sqlite_error)?,
-                        created_at: time(row.try_get("created_at").map_err(sqlite_error)?)?,
-                    })
-                },
-            )?;
-        }
-        Ok(due)
+        sort_due_rows(
+            &rows,
+            |row| row.try_get("id").map_err(sqlite_error),
+            |row| row.try_get("entry_id").ok(),
+            outbox_event_from_row,
+        )
     }
 
     async fn mark_published(
@@ -679,6 +660,23 @@ fn entry_from_row(row: &SqliteRow) -> Result<StoredEntry, StoreError> {
         plugin: row.try_get("plugin").map_err(sqlite_error)?,
         plugin_version: row.try_get("plugin_version").map_err(sqlite_error)?,
         correlation_id: row.try_get("correlation_id").map_err(sqlite_error)?,
+    })
+}
+
+/// A due event as the relay publishes it, its envelope made whole again.
+fn outbox_event_from_row(row: &SqliteRow) -> Result<OutboxEvent, StoreError> {
+    let body: Option<Vec<u8>> = row.try_get("body").map_err(sqlite_error)?;
+    Ok(OutboxEvent {
+        id: row.try_get("id").map_err(sqlite_error)?,
+        entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
+        subject: row.try_get("subject").map_err(sqlite_error)?,
+        envelope: read_envelope(
+            row.try_get("envelope").map_err(sqlite_error)?,
+            row.try_get("body_at").map_err(sqlite_error)?,
+            body.as_deref(),
+        )?,
+        attempts: row.try_get("attempts").map_err(sqlite_error)?,
+        created_at: time(row.try_get("created_at").map_err(sqlite_error)?)?,
     })
 }
 

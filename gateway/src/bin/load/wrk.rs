@@ -24,40 +24,21 @@ pub async fn run(name: &'static str, addr: SocketAddr, args: &Args) -> anyhow::R
         .max(1);
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let url = format!("http://{addr}");
-    if args.warmup_seconds > 0 {
-        let prefix = dir.path().join("warmup-");
+    // Signs `count` webhooks of their own for one wrk run of `seconds`, and runs it.
+    let phase = async |label: &str, count: usize, seconds: u64| {
+        let prefix = dir.path().join(format!("{label}-"));
         write_requests(
             &prefix,
             threads,
-            (args.wrk_requests / 5).max(threads),
-            &format!("wrk-{run_id}-w"),
+            count.max(threads),
+            &format!("wrk-{run_id}-{label}"),
         )?;
-        wrk(
-            &script,
-            &prefix,
-            &url,
-            threads,
-            args.connections,
-            args.warmup_seconds,
-        )
-        .await?;
+        wrk(&script, &prefix, &url, threads, args.connections, seconds).await
+    };
+    if args.warmup_seconds > 0 {
+        phase("warmup", args.wrk_requests / 5, args.warmup_seconds).await?;
     }
-    let prefix = dir.path().join("measured-");
-    write_requests(
-        &prefix,
-        threads,
-        args.wrk_requests.max(threads),
-        &format!("wrk-{run_id}-m"),
-    )?;
-    let output = wrk(
-        &script,
-        &prefix,
-        &url,
-        threads,
-        args.connections,
-        args.seconds,
-    )
-    .await?;
+    let output = phase("measured", args.wrk_requests, args.seconds).await?;
     let report = parse(&output).with_context(|| format!("cannot read wrk's report:\n{output}"))?;
     if report.requests > args.wrk_requests as u64 {
         eprintln!(
