@@ -24,6 +24,14 @@ bench-load:
 bench-load-wrk:
     cargo run --release -p hookgate --bin hookgate-load -- --mode all --driver wrk
 
+# The venv of the seed's Python stack, the baseline of issue 3's floor (bench/seed).
+bench-seed-setup:
+    python3 -m venv target/seed-venv && target/seed-venv/bin/pip install -r bench/seed/requirements.txt
+
+# Ceiling, seed stack, embedded and production in one run, with ratios to the seed.
+bench-load-floor: bench-seed-setup
+    cargo run --release -p hookgate --bin hookgate-load -- --mode floor
+
 # Write the bundled plugins as .wasm files into ./plugins.d.
 export-plugins:
     cargo run --release -- plugins export plugins.d

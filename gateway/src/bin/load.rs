@@ -4,6 +4,10 @@
 //! the same run it measures a bare hyper server that reads the body and answers 200: the
 //! ceiling every figure is compared with.
 //!
+//! `--mode seed` measures the Python service hookgate replaces (`bench/seed`, run as a
+//! child process), which issue 3's floor is stated against; `--mode floor` runs it beside
+//! the ceiling and both gateway modes and gives each row's ratio to it as well.
+//!
 //! The load comes from the tool's own client (`--driver builtin`) or from wrk in a
 //! process of its own (`--driver wrk`), the tool the issue's reference figures were taken
 //! with: then the webhooks are signed up front and wrk replays them, each once.
@@ -25,6 +29,8 @@ use hookgate::app::Gateway;
 use hookgate::config::{CliOverrides, Config};
 use hookgate::sample;
 
+#[path = "load/seed.rs"]
+mod seed;
 #[path = "load/wrk.rs"]
 mod wrk;
 
@@ -41,7 +47,12 @@ enum Mode {
     Ceiling,
     Embedded,
     Production,
+    /// The seed's Python stack (needs `just bench-seed-setup`).
+    Seed,
+    /// Ceiling, embedded and production.
     All,
+    /// Ceiling, seed, embedded and production: issue 3's floor is production at 10x seed.
+    Floor,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +92,13 @@ struct Args {
     redis_url: String,
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Seed mode: the venv's Python (default: target/seed-venv/bin/python in the workspace,
+    /// made by `just bench-seed-setup`).
+    #[arg(long)]
+    seed_python: Option<std::path::PathBuf>,
+    /// Seed mode: uvicorn worker processes, one per core as the seed was deployed.
+    #[arg(long, default_value_t = 2)]
+    seed_workers: usize,
 }
 
 struct RunResult {
@@ -120,6 +138,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let modes: Vec<Mode> = match args.mode {
         Mode::All => vec![Mode::Ceiling, Mode::Embedded, Mode::Production],
+        Mode::Floor => vec![Mode::Ceiling, Mode::Seed, Mode::Embedded, Mode::Production],
         other => vec![other],
     };
     let mut results = Vec::new();
@@ -127,38 +146,57 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let result = match mode {
             Mode::Ceiling => {
                 let (addr, server) = bare_server().await?;
-                let result = load("bare hyper (ceiling)", addr, &args, None).await?;
+                let result = load(CEILING, addr, &args, None).await?;
                 server.abort();
                 result
             }
+            Mode::Seed => seed::run(&args).await?,
             Mode::Embedded | Mode::Production => gateway_run(mode, &args).await?,
-            Mode::All => unreachable!("expanded above"),
+            Mode::All | Mode::Floor => unreachable!("expanded above"),
         };
         print_result(&result, results.first());
         results.push(result);
     }
-    println!("\n| mode | webhooks/s | p50 ms | p99 ms | errors | ratio to ceiling |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    let ceiling = results
-        .iter()
-        .find(|r| r.name.starts_with("bare"))
-        .map(RunResult::rate);
+    let rate_of = |name: &str| results.iter().find(|r| r.name == name).map(RunResult::rate);
+    let ceiling = rate_of(CEILING);
+    let seed = rate_of(seed::NAME);
+    // The seed column only where the seed was measured, so `--mode all` prints as before.
+    let (seed_head, seed_rule) = match seed {
+        Some(_) => (" ratio to seed |", "---:|"),
+        None => ("", ""),
+    };
+    println!("\n| mode | webhooks/s | p50 ms | p99 ms | errors | ratio to ceiling |{seed_head}");
+    println!("|---|---:|---:|---:|---:|---:|{seed_rule}");
     for result in &results {
-        let ratio = ceiling
-            .map(|c| format!("{:.2}", result.rate() / c))
-            .unwrap_or_else(|| "-".into());
+        let ratio = |base: Option<f64>, digits: usize| {
+            base.map(|b| format!("{:.digits$}", result.rate() / b))
+                .unwrap_or_else(|| "-".into())
+        };
+        let seed_cell = match seed {
+            Some(_) => format!(" {} |", ratio(seed, 1)),
+            None => String::new(),
+        };
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} |{seed_cell}",
             result.name,
             result.rate(),
             result.p50_ms,
             result.p99_ms,
             result.errors,
-            ratio
+            ratio(ceiling, 2),
+        );
+    }
+    if let (Some(seed), Some(production)) = (seed, rate_of(PRODUCTION)) {
+        println!(
+            "\nissue 3 floor: production is {:.1}x the seed stack (at least 10x asked)",
+            production / seed
         );
     }
     Ok(())
 }
+
+const CEILING: &str = "bare hyper (ceiling)";
+const PRODUCTION: &str = "production (PostgreSQL, Redis, JetStream)";
 
 fn print_result(result: &RunResult, _ceiling: Option<&RunResult>) {
     eprintln!(
@@ -212,7 +250,7 @@ async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
             format!("file://{}/events.jsonl", dir.path().display()),
         ),
         _ => (
-            "production (PostgreSQL, Redis, JetStream)",
+            PRODUCTION,
             args.database_url.clone(),
             args.redis_url.clone(),
             args.nats_url.clone(),
@@ -234,24 +272,13 @@ async fn gateway_run(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
     let result = load(name, gateway.local_addr, args, Some(&gateway.state.metrics)).await?;
     print_batching(name, &gateway.state.metrics.encode());
 
-    // Prove nothing was lost: every accepted webhook's event reaches the bus.
-    let expected = result.accepted;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut published = 0;
-    while Instant::now() < deadline {
-        published = match mode {
+    check_delivery(name, result.accepted, || async {
+        match mode {
             Mode::Embedded => count_lines(&dir.path().join("events.jsonl")),
             _ => stream_count(&args.nats_url, &stream).await,
-        };
-        if published >= expected {
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!("{name}: {expected} webhooks accepted (incl. warm-up), {published} events published");
-    if published != expected {
-        eprintln!("LOSS OR DUPLICATION: expected {expected} events, found {published}");
-    }
+    })
+    .await;
     gateway.stop().await;
     if mode == Mode::Production {
         cleanup(args, &schema, &stream).await;
@@ -313,6 +340,28 @@ fn print_batching(name: &str, exposition: &str) {
         per(commit_seconds * 1000.0, commits),
         per(published, publications),
     );
+}
+
+/// Proves nothing was lost: every accepted webhook's event reaches the sink, which
+/// `published` counts. The gateway's relay may still be publishing, so it is given time.
+async fn check_delivery<F, Fut>(name: &str, expected: u64, published: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = u64>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut found = 0;
+    while Instant::now() < deadline {
+        found = published().await;
+        if found >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("{name}: {expected} webhooks accepted (incl. warm-up), {found} events published");
+    if found != expected {
+        eprintln!("LOSS OR DUPLICATION: expected {expected} events, found {found}");
+    }
 }
 
 fn count_lines(path: &std::path::Path) -> u64 {
