@@ -358,6 +358,11 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        // `(status || '') = ...`: a condition no index can serve. On the bare column the
+        // planner ANDs a bitmap of the ids with one of the status index (or the pending
+        // events' partial index), which walks every accepted entry of the backlog and the
+        // dead index entries left by earlier updates; the primary key alone finds the few
+        // rows. (Measured: +3% production throughput, BENCHMARKS.md.)
         // Locking the entries (in id order, so concurrent calls cannot deadlock) makes a
         // concurrent call that published the entry's other events wait for this one to
         // commit; its own check below then sees every event published. Without the lock
@@ -366,7 +371,7 @@ impl Store for PgStore {
             "WITH ev AS ( \
                 UPDATE webhook_events \
                 SET status = 'published', published_at = $2, next_attempt_at = NULL \
-                WHERE id = ANY($1) AND status = 'pending' \
+                WHERE id = ANY($1) AND (status || '') = 'pending' \
                 RETURNING entry_id \
             ) \
             SELECT w.id FROM webhook_entries w \
@@ -382,7 +387,7 @@ impl Store for PgStore {
         if !entries.is_empty() {
             sqlx::query(
                 "UPDATE webhook_entries w SET status = 'published' \
-                 WHERE w.id = ANY($1) AND w.status = 'accepted' \
+                 WHERE w.id = ANY($1) AND (w.status || '') = 'accepted' \
                    AND NOT EXISTS (SELECT 1 FROM webhook_events e \
                                    WHERE e.entry_id = w.id AND e.status <> 'published')",
             )
