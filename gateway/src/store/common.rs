@@ -1,15 +1,18 @@
 //! Helpers shared by the storage backends: header encoding, envelopes stored without the
-//! body they embed, batch planning and the classification of `sqlx` errors into
-//! [`StoreError`].
+//! body they embed, batch planning, the admin listing's query and the classification of
+//! `sqlx` errors into [`StoreError`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::Bytes;
-
+use chrono::{DateTime, Utc};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
-use super::{DueEvents, NewEvent, NewWebhook, OutboxEvent, StoreError, UnreadableEvent};
+use super::{
+    Cursor, DueEvents, EntryFilter, NewEvent, NewWebhook, OutboxEvent, StoreError, UnreadableEvent,
+};
 use crate::publish::envelope;
 
 /// Headers as stored: JSON text `[[name, value], ...]`, which keeps arrival order and
@@ -154,3 +157,66 @@ pub(crate) fn envelope_for_view(
         Err(error) => (Bytes::new(), Some(error.to_string())),
     }
 }
+
+/// The admin listing's query on either backend: entries matching `filter`, newest first,
+/// after `after`; `time` binds a timestamp the way the backend stores it.
+///
+/// The tables rather than the `webhook_entries` view: filtered by status, the listing reads
+/// in order from the states' status index, otherwise from the records' indexes, and the
+/// order must name the same table's columns for the planner to see that.
+pub(crate) fn entry_listing<DB, T>(
+    filter: &EntryFilter,
+    after: Option<Cursor>,
+    limit: u32,
+    time: fn(DateTime<Utc>) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    T: for<'t> Encode<'t, DB> + Type<DB>,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    &'static str: for<'t> Encode<'t, DB> + Type<DB>,
+    Uuid: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    let ordered = if filter.status.is_some() { "s" } else { "r" };
+    let mut q: QueryBuilder<DB> = QueryBuilder::new(format!(
+        "SELECT {JOINED_ENTRY_COLUMNS} FROM webhook_entry_records r \
+         JOIN webhook_entry_states s ON s.id = r.id WHERE true"
+    ));
+    if let Some(source) = &filter.source {
+        q.push(" AND r.source = ").push_bind(source.clone());
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND s.status = ").push_bind(status.as_str());
+    }
+    if let Some(tenant) = &filter.tenant {
+        q.push(" AND r.tenant = ").push_bind(tenant.clone());
+    }
+    if let Some(since) = filter.since {
+        q.push(format!(" AND {ordered}.received_at >= "))
+            .push_bind(time(since));
+    }
+    if let Some(until) = filter.until {
+        q.push(format!(" AND {ordered}.received_at < "))
+            .push_bind(time(until));
+    }
+    if let Some(cursor) = after {
+        q.push(format!(" AND ({ordered}.received_at, {ordered}.id) < ("))
+            .push_bind(time(cursor.received_at))
+            .push(", ")
+            .push_bind(cursor.id)
+            .push(")");
+    }
+    q.push(format!(
+        " ORDER BY {ordered}.received_at DESC, {ordered}.id DESC LIMIT "
+    ))
+    .push_bind(i64::from(limit));
+    q
+}
+
+/// The entry columns (those of the `webhook_entries` view) from the records (`r`) joined
+/// with their states (`s`).
+const JOINED_ENTRY_COLUMNS: &str = "r.id, r.source, r.topic, r.tenant, r.idempotency_key, \
+    r.headers, r.body, r.received_at, s.status, s.attempts, s.last_error, r.plugin, \
+    r.plugin_version, r.correlation_id";

@@ -31,6 +31,10 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
         "20261202000001_headers_lz4.sql",
         include_str!("../../../migrations/postgres/20261202000001_headers_lz4.sql"),
     ),
+    (
+        "20261203000001_entry_state_apart.sql",
+        include_str!("../../../migrations/postgres/20261203000001_entry_state_apart.sql"),
+    ),
 ];
 
 /// (file name, contents) of `migrations/sqlite`, oldest first.

@@ -12,12 +12,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{QueryBuilder, Row};
+use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, decode_headers, earlier_twins, encode_headers, envelope_for_view,
-    read_envelope, sort_due_rows, stored_envelope,
+    classify, count, decode_headers, earlier_twins, encode_headers, entry_listing,
+    envelope_for_view, read_envelope, sort_due_rows, stored_envelope,
 };
 use super::*;
 
@@ -133,19 +133,29 @@ impl PgStore {
             }
         }
         let ev_envelopes: Vec<&[u8]> = ev_stored.iter().map(|stored| &stored[..]).collect();
-        // The events CTE only sees the entries this statement inserted, so a duplicate's
-        // events are never written. Foreign keys are checked at the end of the statement,
-        // when the entries exist.
+        // The states and events CTEs only see the records this statement inserted, so a
+        // duplicate's are never written. Foreign keys are checked at the end of the
+        // statement, when the records exist.
         let rows = sqlx::query(
             "WITH ins AS ( \
-                INSERT INTO webhook_entries (id, source, topic, tenant, idempotency_key, \
-                    headers, body, received_at, status, last_error, plugin, plugin_version, \
+                INSERT INTO webhook_entry_records (id, source, topic, tenant, \
+                    idempotency_key, headers, body, received_at, plugin, plugin_version, \
                     correlation_id) \
-                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
-                    $5::text[], $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], \
-                    $10::text[], $11::text[], $12::text[], $13::text[]) \
+                SELECT t.id, t.source, t.topic, t.tenant, t.key, t.headers, t.body, t.at, \
+                    t.plugin, t.version, t.correlation \
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                    $6::text[], $7::bytea[], $8::timestamptz[], $11::text[], $12::text[], \
+                    $13::text[]) \
+                    AS t(id, source, topic, tenant, key, headers, body, at, plugin, version, \
+                        correlation) \
                 ON CONFLICT (source, idempotency_key) DO NOTHING \
                 RETURNING id \
+            ), st AS ( \
+                INSERT INTO webhook_entry_states (id, status, last_error, received_at) \
+                SELECT t.id, t.status, t.last_error, t.at \
+                FROM unnest($1::uuid[], $9::text[], $10::text[], $8::timestamptz[]) \
+                    AS t(id, status, last_error, at) \
+                WHERE t.id IN (SELECT id FROM ins) \
             ), ev AS ( \
                 INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, body_at, \
                     status, attempts, next_attempt_at, created_at) \
@@ -196,7 +206,7 @@ impl PgStore {
         let keys: Vec<&str> = pairs.iter().map(|p| p.1).collect();
         let rows = sqlx::query(
             "SELECT w.id, w.source, w.idempotency_key \
-             FROM webhook_entries w \
+             FROM webhook_entry_records w \
              JOIN unnest($1::text[], $2::text[]) AS k(source, key) \
                ON w.source = k.source AND w.idempotency_key = k.key",
         )
@@ -317,7 +327,7 @@ impl Store for PgStore {
         idempotency_key: &str,
     ) -> Result<Option<Uuid>, StoreError> {
         sqlx::query_scalar(
-            "SELECT id FROM webhook_entries WHERE source = $1 AND idempotency_key = $2",
+            "SELECT id FROM webhook_entry_records WHERE source = $1 AND idempotency_key = $2",
         )
         .bind(source)
         .bind(idempotency_key)
@@ -329,7 +339,7 @@ impl Store for PgStore {
     async fn due_events(&self, now: DateTime<Utc>, limit: u32) -> Result<DueEvents, StoreError> {
         let rows = sqlx::query(
             "SELECT id, entry_id, subject, envelope, body_at, attempts, created_at, \
-                    (SELECT w.body FROM webhook_entries w \
+                    (SELECT w.body FROM webhook_entry_records w \
                      WHERE w.id = e.entry_id AND e.body_at IS NOT NULL) AS body \
              FROM webhook_events e \
              WHERE status = 'pending' AND next_attempt_at <= $1 \
@@ -374,9 +384,9 @@ impl Store for PgStore {
                 WHERE id = ANY($1) AND (status || '') = 'pending' \
                 RETURNING entry_id \
             ) \
-            SELECT w.id FROM webhook_entries w \
-            WHERE w.id IN (SELECT entry_id FROM ev) \
-            ORDER BY w.id \
+            SELECT s.id FROM webhook_entry_states s \
+            WHERE s.id IN (SELECT entry_id FROM ev) \
+            ORDER BY s.id \
             FOR UPDATE",
         )
         .bind(event_ids)
@@ -386,10 +396,10 @@ impl Store for PgStore {
         .map_err(pg_error)?;
         if !entries.is_empty() {
             sqlx::query(
-                "UPDATE webhook_entries w SET status = 'published' \
-                 WHERE w.id = ANY($1) AND (w.status || '') = 'accepted' \
+                "UPDATE webhook_entry_states s SET status = 'published' \
+                 WHERE s.id = ANY($1) AND (s.status || '') = 'accepted' \
                    AND NOT EXISTS (SELECT 1 FROM webhook_events e \
-                                   WHERE e.entry_id = w.id AND e.status <> 'published')",
+                                   WHERE e.entry_id = s.id AND e.status <> 'published')",
             )
             .bind(entries)
             .execute(&mut *tx)
@@ -414,7 +424,7 @@ impl Store for PgStore {
                 WHERE id = $1 AND status = 'pending' \
                 RETURNING entry_id \
             ) \
-            UPDATE webhook_entries SET attempts = attempts + 1, last_error = $3 \
+            UPDATE webhook_entry_states SET attempts = attempts + 1, last_error = $3 \
             WHERE id IN (SELECT entry_id FROM ev)",
         )
         .bind(event_id)
@@ -434,7 +444,7 @@ impl Store for PgStore {
                 WHERE id = $1 AND status = 'pending' \
                 RETURNING entry_id \
             ) \
-            UPDATE webhook_entries SET status = 'dead', last_error = $2 \
+            UPDATE webhook_entry_states SET status = 'dead', last_error = $2 \
             WHERE id IN (SELECT entry_id FROM ev)",
         )
         .bind(event_id)
@@ -466,33 +476,7 @@ impl Store for PgStore {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError> {
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {ENTRY_COLUMNS} FROM webhook_entries WHERE true"
-        ));
-        if let Some(source) = &filter.source {
-            q.push(" AND source = ").push_bind(source.clone());
-        }
-        if let Some(status) = filter.status {
-            q.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(tenant) = &filter.tenant {
-            q.push(" AND tenant = ").push_bind(tenant.clone());
-        }
-        if let Some(since) = filter.since {
-            q.push(" AND received_at >= ").push_bind(since);
-        }
-        if let Some(until) = filter.until {
-            q.push(" AND received_at < ").push_bind(until);
-        }
-        if let Some(cursor) = after {
-            q.push(" AND (received_at, id) < (")
-                .push_bind(cursor.received_at)
-                .push(", ")
-                .push_bind(cursor.id)
-                .push(")");
-        }
-        q.push(" ORDER BY received_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit));
+        let mut q = entry_listing::<Postgres, _>(filter, after, limit, |at| at);
         let rows = q.build().fetch_all(&self.pool).await.map_err(pg_error)?;
         rows.iter().map(entry_from_row).collect()
     }

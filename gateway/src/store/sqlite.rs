@@ -28,8 +28,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, decode_headers, encode_headers, envelope_for_view, read_envelope,
-    sort_due_rows, stored_envelope,
+    classify, count, decode_headers, encode_headers, entry_listing, envelope_for_view,
+    read_envelope, sort_due_rows, stored_envelope,
 };
 use super::*;
 
@@ -201,7 +201,9 @@ impl SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         let sql = format!(
             "EXPLAIN QUERY PLAN {}",
-            listing(filter, None, 50).sql().as_str()
+            entry_listing::<Sqlite, _>(filter, None, 50, micros)
+                .sql()
+                .as_str()
         );
         // Any values do for a plan; only their number must match.
         let placeholders = sql.matches('?').count();
@@ -537,7 +539,7 @@ impl Store for SqliteStore {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError> {
-        let rows = listing(filter, after, limit)
+        let rows = entry_listing::<Sqlite, _>(filter, after, limit, micros)
             .build()
             .fetch_all(&self.pool)
             .await
@@ -580,54 +582,8 @@ impl Store for SqliteStore {
     }
 }
 
-/// The admin listing's query: entries matching `filter`, newest first, after `after`.
-fn listing(filter: &EntryFilter, after: Option<Cursor>, limit: u32) -> QueryBuilder<Sqlite> {
-    // The tables rather than the view: filtered by status, the listing reads in order
-    // from the states' status index, otherwise from the records' indexes, and the order
-    // must name the same table's columns for the planner to see that.
-    let ordered = if filter.status.is_some() { "s" } else { "r" };
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-        "SELECT {JOINED_ENTRY_COLUMNS} FROM webhook_entry_records r \
-         JOIN webhook_entry_states s ON s.id = r.id WHERE 1"
-    ));
-    if let Some(source) = &filter.source {
-        q.push(" AND r.source = ").push_bind(source.clone());
-    }
-    if let Some(status) = filter.status {
-        q.push(" AND s.status = ").push_bind(status.as_str());
-    }
-    if let Some(tenant) = &filter.tenant {
-        q.push(" AND r.tenant = ").push_bind(tenant.clone());
-    }
-    if let Some(since) = filter.since {
-        q.push(format!(" AND {ordered}.received_at >= "))
-            .push_bind(micros(since));
-    }
-    if let Some(until) = filter.until {
-        q.push(format!(" AND {ordered}.received_at < "))
-            .push_bind(micros(until));
-    }
-    if let Some(cursor) = after {
-        q.push(format!(" AND ({ordered}.received_at, {ordered}.id) < ("))
-            .push_bind(micros(cursor.received_at))
-            .push(", ")
-            .push_bind(cursor.id)
-            .push(")");
-    }
-    q.push(format!(
-        " ORDER BY {ordered}.received_at DESC, {ordered}.id DESC LIMIT "
-    ))
-    .push_bind(i64::from(limit));
-    q
-}
-
 const ENTRY_COLUMNS: &str = "id, source, topic, tenant, idempotency_key, headers, body, \
     received_at, status, attempts, last_error, plugin, plugin_version, correlation_id";
-/// [`ENTRY_COLUMNS`] from the records (`r`) joined with their states (`s`).
-const JOINED_ENTRY_COLUMNS: &str = "r.id, r.source, r.topic, r.tenant, r.idempotency_key, \
-    r.headers, r.body, r.received_at, s.status, s.attempts, s.last_error, r.plugin, \
-    r.plugin_version, r.correlation_id";
-
 fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }

@@ -58,6 +58,19 @@ where
     F: FnOnce(Arc<PgStore>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    on_pg_schema(|store| async move {
+        store.migrate().await.expect("migrate PostgreSQL");
+        case(store).await;
+    })
+    .await;
+}
+
+/// Runs `case` on a PostgreSQL store in a random schema, not yet migrated, then drops it.
+async fn on_pg_schema<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<PgStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let url = pg_url();
     let schema = format!("t_{}", Uuid::new_v4().simple());
     let store = match PgStore::connect_with_schema(&url, &schema).await {
@@ -68,12 +81,7 @@ where
         ),
     };
     let pool = store.pool().clone();
-    let outcome = AssertUnwindSafe(async {
-        store.migrate().await.expect("migrate PostgreSQL");
-        case(store.clone()).await;
-    })
-    .catch_unwind()
-    .await;
+    let outcome = AssertUnwindSafe(case(store.clone())).catch_unwind().await;
     let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE"
     )))
@@ -916,6 +924,8 @@ async fn postgres_tables_live_in_their_schema() {
             "_sqlx_migrations",
             "platform_configurations",
             "webhook_entries",
+            "webhook_entry_records",
+            "webhook_entry_states",
             "webhook_events"
         ]
         .map(|table| (table.to_owned(),))
@@ -930,7 +940,8 @@ async fn postgres_payload_columns_compress_with_lz4() {
         "SELECT a.attname::text, a.attcompression::text FROM pg_attribute a \
          JOIN pg_class c ON c.oid = a.attrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND a.attname IN ('body', 'headers', 'envelope') \
+         WHERE n.nspname = $1 AND c.relkind = 'r' \
+           AND a.attname IN ('body', 'headers', 'envelope') \
          ORDER BY 1",
     )
     .await;
@@ -1066,10 +1077,6 @@ async fn sqlite_entries_stored_before_the_state_split_survive_it() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
-    let before_split = super::migrations::SQLITE
-        .iter()
-        .position(|(name, _)| name.contains("entry_state_apart"))
-        .expect("the split migration is listed");
     {
         let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
             .expect("url")
@@ -1078,7 +1085,7 @@ async fn sqlite_entries_stored_before_the_state_split_survive_it() {
         let mut conn = sqlx::SqliteConnection::connect_with(&options)
             .await
             .expect("open");
-        super::migrations::migrator(&super::migrations::SQLITE[..before_split])
+        super::migrations::migrator(migrations_before_split(super::migrations::SQLITE))
             .expect("migrator")
             .run_direct(None, &mut conn, false)
             .await
@@ -1117,6 +1124,66 @@ async fn sqlite_entries_stored_before_the_state_split_survive_it() {
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.expect("reopen"));
     store.migrate().await.expect("the split migration");
+    old_entries_go_on_after_the_split(store).await;
+}
+
+/// The same on PostgreSQL, which split its entries the same way later.
+#[tokio::test]
+async fn postgres_entries_stored_before_the_state_split_survive_it() {
+    on_pg_schema(|store| async move {
+        let mut old =
+            super::migrations::migrator(migrations_before_split(super::migrations::POSTGRES))
+                .expect("migrator");
+        old.create_schema(format!("\"{}\"", store.schema()));
+        old.run(store.pool()).await.expect("old migrations");
+        for (key, status) in [("k-old-accepted", "accepted"), ("k-old-failed", "failed")] {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO webhook_entries (id, source, topic, tenant, idempotency_key, \
+                    headers, body, received_at, status, attempts, last_error, plugin, \
+                    plugin_version, correlation_id) \
+                 VALUES ($1, 'shopify', 'orders/create', 'shop', $2, '[[\"a\",\"b\"]]', \
+                    $3, $4, $5, 2, 'boom', 'shopify', '1.0.0', 'corr')",
+            )
+            .bind(id)
+            .bind(key)
+            .bind(&binary_body(key)[..])
+            .bind(at(0))
+            .bind(status)
+            .execute(store.pool())
+            .await
+            .expect("old entry");
+            sqlx::query(
+                "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, \
+                    next_attempt_at, created_at) VALUES ($1, $2, 0, 's', '{}', $3, $3)",
+            )
+            .bind(format!("{key}:0"))
+            .bind(id)
+            .bind(at(0))
+            .execute(store.pool())
+            .await
+            .expect("old event");
+        }
+        store.migrate().await.expect("the split migration");
+        old_entries_go_on_after_the_split(store).await;
+    })
+    .await;
+}
+
+/// The migrations of `files` that come before the entries' state split.
+fn migrations_before_split(
+    files: &'static [(&'static str, &'static str)],
+) -> &'static [(&'static str, &'static str)] {
+    let split = files
+        .iter()
+        .position(|(name, _)| name.contains("entry_state_apart"))
+        .expect("the split migration is listed");
+    &files[..split]
+}
+
+/// Two entries stored before the split (one accepted with a pending event, one failed,
+/// both with two attempts and an error) are all there after it, and go on as any other.
+async fn old_entries_go_on_after_the_split(store: Arc<dyn Store>) {
     let listed = store
         .list_entries(&EntryFilter::default(), None, 10)
         .await
@@ -1179,7 +1246,28 @@ async fn sqlite_outbox_transitions_leave_entry_records_alone() {
     .execute(store.pool())
     .await
     .expect("trigger");
-    let store: Arc<dyn Store> = Arc::new(store);
+    outbox_transitions_through(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn postgres_outbox_transitions_leave_entry_records_alone() {
+    on_pg_store(|store| async move {
+        sqlx::raw_sql(
+            "CREATE FUNCTION refuse_record_update() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'an entry record was rewritten'; END $$; \
+             CREATE TRIGGER records_are_written_once BEFORE UPDATE ON webhook_entry_records \
+             FOR EACH ROW EXECUTE FUNCTION refuse_record_update();",
+        )
+        .execute(store.pool())
+        .await
+        .expect("trigger");
+        outbox_transitions_through(store).await;
+    })
+    .await;
+}
+
+/// Publishes one entry's events and retries then dead-letters another's.
+async fn outbox_transitions_through(store: Arc<dyn Store>) {
     let published = webhook("shopify", "k-rec-published", at(0), 2);
     let retried = webhook("shopify", "k-rec-dead", at(0), 1);
     store
