@@ -1092,32 +1092,22 @@ async fn sqlite_entries_stored_before_the_state_split_survive_it() {
             .expect("old migrations");
         for (key, status) in [("k-old-accepted", "accepted"), ("k-old-failed", "failed")] {
             let id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO webhook_entries (id, source, topic, tenant, idempotency_key, \
-                    headers, body, received_at, status, attempts, last_error, plugin, \
-                    plugin_version, correlation_id) \
-                 VALUES (?, 'shopify', 'orders/create', 'shop', ?, '[[\"a\",\"b\"]]', ?, ?, \
-                    ?, 2, 'boom', 'shopify', '1.0.0', 'corr')",
-            )
-            .bind(id)
-            .bind(key)
-            .bind(&binary_body(key)[..])
-            .bind(at(0).timestamp_micros())
-            .bind(status)
-            .execute(&mut conn)
-            .await
-            .expect("old entry");
-            sqlx::query(
-                "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, \
-                    next_attempt_at, created_at) VALUES (?, ?, 0, 's', '{}', ?, ?)",
-            )
-            .bind(format!("{key}:0"))
-            .bind(id)
-            .bind(at(0).timestamp_micros())
-            .bind(at(0).timestamp_micros())
-            .execute(&mut conn)
-            .await
-            .expect("old event");
+            sqlx::query(OLD_ENTRY)
+                .bind(id)
+                .bind(key)
+                .bind(&binary_body(key)[..])
+                .bind(at(0).timestamp_micros())
+                .bind(status)
+                .execute(&mut conn)
+                .await
+                .expect("old entry");
+            sqlx::query(OLD_EVENT)
+                .bind(format!("{key}:0"))
+                .bind(id)
+                .bind(at(0).timestamp_micros())
+                .execute(&mut conn)
+                .await
+                .expect("old event");
         }
         conn.close().await.expect("close");
     }
@@ -1138,37 +1128,38 @@ async fn postgres_entries_stored_before_the_state_split_survive_it() {
         old.run(store.pool()).await.expect("old migrations");
         for (key, status) in [("k-old-accepted", "accepted"), ("k-old-failed", "failed")] {
             let id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO webhook_entries (id, source, topic, tenant, idempotency_key, \
-                    headers, body, received_at, status, attempts, last_error, plugin, \
-                    plugin_version, correlation_id) \
-                 VALUES ($1, 'shopify', 'orders/create', 'shop', $2, '[[\"a\",\"b\"]]', \
-                    $3, $4, $5, 2, 'boom', 'shopify', '1.0.0', 'corr')",
-            )
-            .bind(id)
-            .bind(key)
-            .bind(&binary_body(key)[..])
-            .bind(at(0))
-            .bind(status)
-            .execute(store.pool())
-            .await
-            .expect("old entry");
-            sqlx::query(
-                "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, \
-                    next_attempt_at, created_at) VALUES ($1, $2, 0, 's', '{}', $3, $3)",
-            )
-            .bind(format!("{key}:0"))
-            .bind(id)
-            .bind(at(0))
-            .execute(store.pool())
-            .await
-            .expect("old event");
+            sqlx::query(OLD_ENTRY)
+                .bind(id)
+                .bind(key)
+                .bind(&binary_body(key)[..])
+                .bind(at(0))
+                .bind(status)
+                .execute(store.pool())
+                .await
+                .expect("old entry");
+            sqlx::query(OLD_EVENT)
+                .bind(format!("{key}:0"))
+                .bind(id)
+                .bind(at(0))
+                .execute(store.pool())
+                .await
+                .expect("old event");
         }
         store.migrate().await.expect("the split migration");
         old_entries_go_on_after_the_split(store).await;
     })
     .await;
 }
+
+/// An entry and its event as the schema before the state split held them, in SQL both
+/// backends take (SQLite reads `$N` as the N-th parameter too).
+const OLD_ENTRY: &str = "INSERT INTO webhook_entries (id, source, topic, tenant, \
+        idempotency_key, headers, body, received_at, status, attempts, last_error, plugin, \
+        plugin_version, correlation_id) \
+     VALUES ($1, 'shopify', 'orders/create', 'shop', $2, '[[\"a\",\"b\"]]', $3, $4, $5, 2, \
+        'boom', 'shopify', '1.0.0', 'corr')";
+const OLD_EVENT: &str = "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, \
+        next_attempt_at, created_at) VALUES ($1, $2, 0, 's', '{}', $3, $3)";
 
 /// The migrations of `files` that come before the entries' state split.
 fn migrations_before_split(
