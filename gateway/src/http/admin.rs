@@ -187,7 +187,11 @@ async fn get_webhook(state: &State, id: &str) -> Result<HttpResponse, ApiError> 
             )
         })?;
     let mut body = entry_summary(&entry);
-    body["headers"] = json!(entry.headers);
+    body["headers"] = match entry.headers_error {
+        None => json!(entry.headers),
+        Some(_) => serde_json::Value::Null,
+    };
+    body["headers_error"] = json!(entry.headers_error);
     match std::str::from_utf8(&entry.body) {
         Ok(text) => body["body"] = json!(text),
         Err(_) => body["body_base64"] = json!(STANDARD.encode(&entry.body)),
@@ -245,16 +249,37 @@ fn event_detail(event: &StoredEvent) -> serde_json::Value {
 
 fn storage_error(error: crate::store::StoreError) -> ApiError {
     tracing::warn!(%error, "admin query failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-        "storage is unavailable",
-    )
+    match error {
+        // What was read back is not what the gateway wrote: asking again will not help,
+        // and the storage is up.
+        crate::store::StoreError::Internal(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "stored data could not be read; the gateway's log says which",
+        ),
+        _ => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "storage is unavailable",
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreadable_stored_data_is_an_internal_error_not_an_outage() {
+        use crate::store::StoreError;
+        let corrupt = storage_error(StoreError::Internal("corrupt row".into()));
+        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let down = storage_error(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        // Neither answer repeats the error itself, which may quote stored data.
+        assert!(!corrupt.message.contains("corrupt row"));
+        assert!(!down.message.contains("refused"));
+    }
 
     #[test]
     fn bearer_token_rules() {

@@ -22,9 +22,16 @@ pub(crate) fn encode_headers(headers: &[(String, String)]) -> Result<String, Sto
         .map_err(|e| StoreError::Internal(format!("cannot encode headers: {e}")))
 }
 
-pub(crate) fn decode_headers(text: &str) -> Result<Vec<(String, String)>, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Internal(format!("corrupt stored headers: {e}")))
+/// Stored headers for the admin view: unreadable ones (the column edited by hand, say)
+/// become their reason, so the entry can still be listed and inspected.
+pub(crate) fn headers_for_view(text: &str) -> (Vec<(String, String)>, Option<String>) {
+    match serde_json::from_str(text) {
+        Ok(headers) => (headers, None),
+        Err(e) => (
+            Vec::new(),
+            Some(format!("the stored headers cannot be read: {e}")),
+        ),
+    }
 }
 
 /// For each webhook of a batch, the index of an earlier webhook of the same batch with the

@@ -195,7 +195,9 @@ pub struct StoredEntry {
     pub topic: Option<String>,
     pub tenant: Option<String>,
     pub idempotency_key: String,
+    /// Empty when they cannot be read; `headers_error` then says why.
     pub headers: Vec<(String, String)>,
+    pub headers_error: Option<String>,
     pub body: Bytes,
     pub received_at: DateTime<Utc>,
     pub status: EntryStatus,

@@ -16,8 +16,8 @@ use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, decode_headers, earlier_twins, encode_headers, entry_listing,
-    envelope_for_view, read_envelope, sort_due_rows, stored_envelope,
+    classify, count, earlier_twins, encode_headers, entry_listing, envelope_for_view,
+    headers_for_view, read_envelope, sort_due_rows, stored_envelope,
 };
 use super::*;
 
@@ -519,13 +519,15 @@ const ENTRY_COLUMNS: &str = "id, source, topic, tenant, idempotency_key, headers
 fn entry_from_row(row: &PgRow) -> Result<StoredEntry, StoreError> {
     let status: String = row.try_get("status").map_err(pg_error)?;
     let headers: String = row.try_get("headers").map_err(pg_error)?;
+    let (headers, headers_error) = headers_for_view(&headers);
     Ok(StoredEntry {
         id: row.try_get("id").map_err(pg_error)?,
         source: row.try_get("source").map_err(pg_error)?,
         topic: row.try_get("topic").map_err(pg_error)?,
         tenant: row.try_get("tenant").map_err(pg_error)?,
         idempotency_key: row.try_get("idempotency_key").map_err(pg_error)?,
-        headers: decode_headers(&headers)?,
+        headers,
+        headers_error,
         body: Bytes::from(row.try_get::<Vec<u8>, _>("body").map_err(pg_error)?),
         received_at: row.try_get("received_at").map_err(pg_error)?,
         status: EntryStatus::parse(&status)

@@ -28,7 +28,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, decode_headers, encode_headers, entry_listing, envelope_for_view,
+    classify, count, encode_headers, entry_listing, envelope_for_view, headers_for_view,
     read_envelope, sort_due_rows, stored_envelope,
 };
 use super::*;
@@ -600,13 +600,15 @@ fn optional_time(micros: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreErro
 fn entry_from_row(row: &SqliteRow) -> Result<StoredEntry, StoreError> {
     let status: String = row.try_get("status").map_err(sqlite_error)?;
     let headers: String = row.try_get("headers").map_err(sqlite_error)?;
+    let (headers, headers_error) = headers_for_view(&headers);
     Ok(StoredEntry {
         id: row.try_get("id").map_err(sqlite_error)?,
         source: row.try_get("source").map_err(sqlite_error)?,
         topic: row.try_get("topic").map_err(sqlite_error)?,
         tenant: row.try_get("tenant").map_err(sqlite_error)?,
         idempotency_key: row.try_get("idempotency_key").map_err(sqlite_error)?,
-        headers: decode_headers(&headers)?,
+        headers,
+        headers_error,
         body: Bytes::from(row.try_get::<Vec<u8>, _>("body").map_err(sqlite_error)?),
         received_at: time(row.try_get("received_at").map_err(sqlite_error)?)?,
         status: EntryStatus::parse(&status)

@@ -201,6 +201,7 @@ fn expected_entry(w: &NewWebhook) -> StoredEntry {
         tenant: e.tenant.clone(),
         idempotency_key: e.idempotency_key.clone(),
         headers: e.headers.clone(),
+        headers_error: None,
         body: e.body.clone(),
         received_at: e.received_at,
         status: e.status,
@@ -1455,17 +1456,52 @@ where
     assert_eq!(events[0].envelope_error, None);
 }
 
-const CORRUPT_BODY_AT: &str = "UPDATE webhook_events SET body_at = 1000000 WHERE id = ";
+const CORRUPT_BODY_AT: &str = "UPDATE webhook_events SET body_at = 1000000 WHERE id = $1";
 
-/// The unreadable-event case on one backend, corrupting the row with the backend's pool.
-macro_rules! unreadable_event_case {
-    ($name:ident, $on_store:ident) => {
+/// Two entries, the second's headers made unreadable by `corrupt`: both are still listed
+/// and shown, the second with the reason in place of its headers.
+async fn an_entry_with_unreadable_headers_is_still_shown<C, Fut>(store: Arc<dyn Store>, corrupt: C)
+where
+    C: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let good = webhook("shopify", "k-headers-good", at(0), 1);
+    let bad = webhook("shopify", "k-headers-bad", at(1), 1);
+    store
+        .insert_batch(&[good.clone(), bad.clone()])
+        .await
+        .expect("insert");
+    corrupt(bad.entry.id).await;
+    let listed = store
+        .list_entries(&EntryFilter::default(), None, 10)
+        .await
+        .expect("one bad row must not fail the listing");
+    assert_eq!(
+        listed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![bad.entry.id, good.entry.id]
+    );
+    let (shown, events) = entry(&store, bad.entry.id).await;
+    assert!(shown.headers.is_empty());
+    let error = shown.headers_error.unwrap_or_default();
+    assert!(error.contains("headers cannot be read"), "{error}");
+    assert_eq!(events.len(), 1, "its events are shown");
+    let (shown, _) = entry(&store, good.entry.id).await;
+    assert_eq!(shown, expected_entry(&good));
+}
+
+const CORRUPT_HEADERS: &str = "UPDATE webhook_entry_records SET headers = '[[' WHERE id = $1";
+
+/// A corrupted-row case on one backend: `$case` with a closure that runs `$corrupt` (SQL
+/// both backends take) on the row with the given id, through the backend's pool.
+macro_rules! corrupted_row_case {
+    ($name:ident, $on_store:ident, $case:ident, $corrupt:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             $on_store(|store| async move {
                 let pool = store.pool().clone();
-                an_unreadable_event_is_set_apart(store, |id| async move {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("{CORRUPT_BODY_AT}'{id}'")))
+                $case(store, |id| async move {
+                    sqlx::query($corrupt)
+                        .bind(id)
                         .execute(&pool)
                         .await
                         .expect("corrupt the row");
@@ -1477,5 +1513,27 @@ macro_rules! unreadable_event_case {
     };
 }
 
-unreadable_event_case!(sqlite_sets_an_unreadable_event_apart, on_sqlite_store);
-unreadable_event_case!(postgres_sets_an_unreadable_event_apart, on_pg_store);
+corrupted_row_case!(
+    sqlite_sets_an_unreadable_event_apart,
+    on_sqlite_store,
+    an_unreadable_event_is_set_apart,
+    CORRUPT_BODY_AT
+);
+corrupted_row_case!(
+    postgres_sets_an_unreadable_event_apart,
+    on_pg_store,
+    an_unreadable_event_is_set_apart,
+    CORRUPT_BODY_AT
+);
+corrupted_row_case!(
+    sqlite_shows_an_entry_with_unreadable_headers,
+    on_sqlite_store,
+    an_entry_with_unreadable_headers_is_still_shown,
+    CORRUPT_HEADERS
+);
+corrupted_row_case!(
+    postgres_shows_an_entry_with_unreadable_headers,
+    on_pg_store,
+    an_entry_with_unreadable_headers_is_still_shown,
+    CORRUPT_HEADERS
+);

@@ -102,6 +102,41 @@ async fn admin_lists_filters_and_pages_stored_webhooks() {
             .as_str()
             .is_some_and(|b| b.contains("820982911946154508"))
     );
+    assert!(detail["headers"].as_array().is_some_and(|h| !h.is_empty()));
+    assert_eq!(detail["headers_error"], serde_json::Value::Null);
+
+    // Headers edited into something unreadable: the entry is still listed and shown.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&postgres_url())
+            .await
+            .expect("PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE \"{}\".webhook_entry_records SET headers = '[[' WHERE id = $1::uuid",
+            harness.names.schema
+        )))
+        .bind(&ids[0])
+        .execute(&mut conn)
+        .await
+        .expect("corrupt the headers");
+    }
+    let listing = harness
+        .admin_get("/api/v1/admin/webhooks?source=shopify")
+        .await;
+    assert_eq!(listing.status, 200);
+    let corrupt = harness
+        .admin_get(&format!("/api/v1/admin/webhooks/{}", ids[0]))
+        .await;
+    assert_eq!(corrupt.status, 200);
+    let corrupt = corrupt.json();
+    assert_eq!(corrupt["headers"], serde_json::Value::Null);
+    assert!(
+        corrupt["headers_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("headers cannot be read")),
+        "{corrupt}"
+    );
+    assert_eq!(corrupt["events"].as_array().map(Vec::len), Some(1));
 
     let plugins = harness.admin_get("/api/v1/admin/plugins").await.json();
     let names: Vec<&str> = plugins["plugins"]
