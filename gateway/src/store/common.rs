@@ -222,8 +222,11 @@ where
     q
 }
 
-/// The entry columns (those of the `webhook_entries` view) from the records (`r`) joined
-/// with their states (`s`).
+/// The columns of the `webhook_entries` view, which `StoredEntry` is read from.
+pub(crate) const ENTRY_COLUMNS: &str = "id, source, topic, tenant, idempotency_key, \
+    headers, body, received_at, status, attempts, last_error, plugin, plugin_version, \
+    correlation_id";
+/// [`ENTRY_COLUMNS`] from the records (`r`) joined with their states (`s`).
 const JOINED_ENTRY_COLUMNS: &str = "r.id, r.source, r.topic, r.tenant, r.idempotency_key, \
     r.headers, r.body, r.received_at, s.status, s.attempts, s.last_error, r.plugin, \
     r.plugin_version, r.correlation_id";

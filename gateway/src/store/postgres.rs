@@ -16,8 +16,8 @@ use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, earlier_twins, encode_headers, entry_listing, envelope_for_view,
-    headers_for_view, read_envelope, sort_due_rows, stored_envelope,
+    ENTRY_COLUMNS, classify, count, earlier_twins, encode_headers, entry_listing,
+    envelope_for_view, headers_for_view, read_envelope, sort_due_rows, stored_envelope,
 };
 use super::*;
 
@@ -373,6 +373,7 @@ impl Store for PgStore {
         // events' partial index), which walks every accepted entry of the backlog and the
         // dead index entries left by earlier updates; the primary key alone finds the few
         // rows. (Measured: +3% production throughput, BENCHMARKS.md.)
+        //
         // Locking the entries (in id order, so concurrent calls cannot deadlock) makes a
         // concurrent call that published the entry's other events wait for this one to
         // commit; its own check below then sees every event published. Without the lock
@@ -512,9 +513,6 @@ impl Store for PgStore {
         Ok(Some((entry, events)))
     }
 }
-
-const ENTRY_COLUMNS: &str = "id, source, topic, tenant, idempotency_key, headers, body, \
-    received_at, status, attempts, last_error, plugin, plugin_version, correlation_id";
 
 fn entry_from_row(row: &PgRow) -> Result<StoredEntry, StoreError> {
     let status: String = row.try_get("status").map_err(pg_error)?;

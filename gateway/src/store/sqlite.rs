@@ -28,8 +28,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::common::{
-    classify, count, encode_headers, entry_listing, envelope_for_view, headers_for_view,
-    read_envelope, sort_due_rows, stored_envelope,
+    ENTRY_COLUMNS, classify, count, encode_headers, entry_listing, envelope_for_view,
+    headers_for_view, read_envelope, sort_due_rows, stored_envelope,
 };
 use super::*;
 
@@ -582,8 +582,6 @@ impl Store for SqliteStore {
     }
 }
 
-const ENTRY_COLUMNS: &str = "id, source, topic, tenant, idempotency_key, headers, body, \
-    received_at, status, attempts, last_error, plugin, plugin_version, correlation_id";
 fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
