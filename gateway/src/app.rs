@@ -99,13 +99,13 @@ impl Gateway {
         );
         let writer = BatchWriter::start(
             store.clone(),
+            dedupe.clone(),
             metrics.clone(),
             MAX_BATCH,
             storage_writers(store.kind()),
         );
         let pipeline = Arc::new(Pipeline::new(
             sources,
-            dedupe.clone(),
             writer,
             relay_handle,
             metrics.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
 use futures::FutureExt;
 use hookgate::dedupe::redis::RedisDedupe;
-use hookgate::dedupe::{Dedupe, DedupeError, cache_key};
+use hookgate::dedupe::{Dedupe, DedupeError, Remembered, cache_key};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
@@ -128,6 +128,42 @@ async fn remember_then_lookup_round_trips() {
         assert_eq!(raw, Some(id.to_string()));
         let ttl: i64 = admin.ttl(&key).await.expect("ttl");
         assert!((50..=60).contains(&ttl), "ttl {ttl}");
+    })
+    .await;
+}
+
+/// A batch is one MGET and one pipeline: each key gets its own answer, in order, and each
+/// remembered key its own TTL; a key already set keeps its first value.
+#[tokio::test]
+async fn batches_answer_each_key_in_order() {
+    with_keys(|keys| async move {
+        let d = RedisDedupe::connect(&redis_url()).await.expect("connect");
+        let (a, b, c) = (keys.key("a"), keys.key("b"), keys.key("c"));
+        let (first, second, third) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(d.lookup_many(&[]).await.expect("empty lookup"), vec![]);
+        d.remember_many(&[]).await.expect("empty remember");
+        d.remember(&b, first, TTL).await.expect("remember b");
+        d.remember_many(&[
+            Remembered {
+                key: &a,
+                entry_id: second,
+                ttl: Duration::from_secs(30),
+            },
+            Remembered {
+                key: &b,
+                entry_id: third,
+                ttl: TTL,
+            },
+        ])
+        .await
+        .expect("remember many");
+        assert_eq!(
+            d.lookup_many(&[&c, &b, &a]).await.expect("lookup many"),
+            vec![None, Some(first), Some(second)]
+        );
+        let admin = admin().await;
+        let ttl: i64 = admin.ttl(&a).await.expect("ttl");
+        assert!((20..=30).contains(&ttl), "ttl {ttl}");
     })
     .await;
 }

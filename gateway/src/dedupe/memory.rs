@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{Dedupe, DedupeError};
+use super::{Dedupe, DedupeError, Remembered};
 
 /// Shards keep concurrent requests from queuing on a single lock.
 const SHARDS: usize = 16;
@@ -88,45 +88,52 @@ impl MemoryDedupe {
     }
 }
 
-#[async_trait]
-impl Dedupe for MemoryDedupe {
-    async fn lookup(&self, key: &str) -> Result<Option<Uuid>, DedupeError> {
-        let now = Instant::now();
+impl MemoryDedupe {
+    fn lookup_one(&self, key: &str, now: Instant) -> Option<Uuid> {
         let shard = self.shard(key);
-        Ok(shard
+        shard
             .map
             .get(key)
             .filter(|e| e.expires_at > now)
-            .map(|e| e.id))
+            .map(|e| e.id)
     }
 
-    async fn remember(&self, key: &str, entry_id: Uuid, ttl: Duration) -> Result<(), DedupeError> {
-        let now = Instant::now();
+    fn remember_one(&self, item: &Remembered<'_>, now: Instant) {
         // A TTL too large for `Instant` means "for as long as the process lives".
         let expires_at = now
-            .checked_add(ttl)
+            .checked_add(item.ttl)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
-        let mut shard = self.shard(key);
-        if let Some(existing) = shard.map.get_mut(key) {
+        let fresh = Entry {
+            id: item.entry_id,
+            expires_at,
+        };
+        let mut shard = self.shard(item.key);
+        if let Some(existing) = shard.map.get_mut(item.key) {
             if existing.expires_at <= now {
-                *existing = Entry {
-                    id: entry_id,
-                    expires_at,
-                };
+                *existing = fresh;
             }
             // else: keep the first value, as Redis `SET NX` does.
-            return Ok(());
+            return;
         }
         if shard.map.len() >= shard.purge_at {
             shard.purge_expired(now);
         }
-        shard.map.insert(
-            key.to_owned(),
-            Entry {
-                id: entry_id,
-                expires_at,
-            },
-        );
+        shard.map.insert(item.key.to_owned(), fresh);
+    }
+}
+
+#[async_trait]
+impl Dedupe for MemoryDedupe {
+    async fn lookup_many(&self, keys: &[&str]) -> Result<Vec<Option<Uuid>>, DedupeError> {
+        let now = Instant::now();
+        Ok(keys.iter().map(|key| self.lookup_one(key, now)).collect())
+    }
+
+    async fn remember_many(&self, items: &[Remembered<'_>]) -> Result<(), DedupeError> {
+        let now = Instant::now();
+        for item in items {
+            self.remember_one(item, now);
+        }
         Ok(())
     }
 

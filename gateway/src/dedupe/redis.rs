@@ -3,6 +3,12 @@
 //! Redis is only a shortcut in front of the storage's unique key, so it must never hold
 //! ingestion up: the client connects and reconnects in the background, and while Redis
 //! is down every call fails fast with `Unavailable` instead of queuing until it returns.
+//!
+//! A batch is one command or one pipeline: `MGET` for the lookups, the `SET`s written
+//! together and answered together. Sent one by one, the two commands of every webhook
+//! cost over a fifth of the production path's throughput (BENCHMARKS.md): each is a trip
+//! through fred's router, a timer, a wake-up of its caller, and a read and a write on both
+//! sides of the socket.
 
 use std::time::Duration;
 
@@ -13,7 +19,7 @@ use fred::prelude::{
 };
 use uuid::Uuid;
 
-use super::{Dedupe, DedupeError};
+use super::{Dedupe, DedupeError, Remembered};
 
 /// How long one call may take before it counts as Redis being unavailable.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
@@ -87,41 +93,71 @@ fn unavailable(err: FredError) -> DedupeError {
 
 #[async_trait]
 impl Dedupe for RedisDedupe {
-    async fn lookup(&self, key: &str) -> Result<Option<Uuid>, DedupeError> {
-        let value: Option<String> = self
-            .client
-            .with_options(&self.options)
-            .get(key)
-            .await
-            .map_err(unavailable)?;
-        match value.map(|v| Uuid::parse_str(&v)) {
-            None => Ok(None),
-            Some(Ok(id)) => Ok(Some(id)),
-            Some(Err(e)) => {
-                // Not ours (or corrupted): treat as unseen, the storage's unique key still
-                // decides whether it is a duplicate.
-                tracing::warn!(key, error = %e, "dedupe cache value is not a uuid, ignored");
-                Ok(None)
-            }
+    async fn lookup_many(&self, keys: &[&str]) -> Result<Vec<Option<Uuid>>, DedupeError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
+        let client = self.client.with_options(&self.options);
+        // MGET of one key answers a bare value, not an array of one.
+        let values: Vec<Option<String>> = if let [key] = keys {
+            vec![client.get(*key).await.map_err(unavailable)?]
+        } else {
+            client.mget(keys.to_vec()).await.map_err(unavailable)?
+        };
+        if values.len() != keys.len() {
+            return Err(DedupeError::Unavailable(format!(
+                "redis answered {} values for {} keys",
+                values.len(),
+                keys.len()
+            )));
+        }
+        Ok(keys
+            .iter()
+            .zip(values)
+            .map(|(key, value)| match value.map(|v| Uuid::parse_str(&v)) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(e)) => {
+                    // Not ours (or corrupted): treat as unseen, the storage's unique key
+                    // still decides whether it is a duplicate.
+                    tracing::warn!(key, error = %e, "dedupe cache value is not a uuid, ignored");
+                    None
+                }
+            })
+            .collect())
     }
 
-    async fn remember(&self, key: &str, entry_id: Uuid, ttl: Duration) -> Result<(), DedupeError> {
-        // `EX 0` is an error in Redis: a sub-second TTL rounds up to one second.
-        let secs = ttl.as_secs_f64().ceil().clamp(1.0, i64::MAX as f64) as i64;
-        let _: Value = self
-            .client
-            .with_options(&self.options)
-            .set(
-                key,
-                entry_id.to_string(),
-                Some(Expiration::EX(secs)),
-                Some(SetOptions::NX),
-                false,
-            )
+    async fn remember_many(&self, items: &[Remembered<'_>]) -> Result<(), DedupeError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let pipeline = self.client.with_options(&self.options).pipeline();
+        for item in items {
+            // `EX 0` is an error in Redis: a sub-second TTL rounds up to one second.
+            let secs = item.ttl.as_secs_f64().ceil().clamp(1.0, i64::MAX as f64) as i64;
+            // Only buffered here; everything goes out with `try_all`.
+            let _: () = pipeline
+                .set(
+                    item.key,
+                    item.entry_id.to_string(),
+                    Some(Expiration::EX(secs)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        // `SET NX` on a key already set answers nil, not an error: only a failed command
+        // (or the pipeline as a whole) is one.
+        match pipeline
+            .try_all::<Value>()
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .into_iter()
+            .find_map(Result::err)
+        {
+            Some(error) => Err(unavailable(error)),
+            None => Ok(()),
+        }
     }
 
     async fn ping(&self) -> Result<(), DedupeError> {

@@ -4,21 +4,36 @@
 //! A per-request transaction costs a commit (an fsync) and several round trips per
 //! webhook; batching turns that into one commit for every webhook that arrived while the
 //! previous commit was in flight, so latency stays one commit while throughput scales.
+//!
+//! The dedupe cache is asked and told a batch at a time too: before the commit, which
+//! webhooks it already knows (those are answered as duplicates and not written); after
+//! it, the keys of those now stored. A webhook's key is remembered only once its commit
+//! succeeded, and before its caller is answered.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dedupe::{Dedupe, Remembered};
 use crate::metrics::Metrics;
 use crate::store::{InsertOutcome, NewWebhook, Store, StoreError};
 
 type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 
+/// A webhook waiting for its batch.
+struct Pending {
+    webhook: NewWebhook,
+    /// Its key in the dedupe cache, and how long the cache keeps it.
+    cache_key: String,
+    ttl: Duration,
+    reply: Reply,
+}
+
 /// The sending side; cheap to clone.
 #[derive(Clone)]
 pub struct BatchWriter {
-    queue: mpsc::Sender<(NewWebhook, Reply)>,
+    queue: mpsc::Sender<Pending>,
 }
 
 impl BatchWriter {
@@ -26,29 +41,41 @@ impl BatchWriter {
     /// More than one writer overlaps one batch's commit with the next one's round trips.
     pub fn start(
         store: Arc<dyn Store>,
+        dedupe: Arc<dyn Dedupe>,
         metrics: Arc<Metrics>,
         max_batch: usize,
         writers: usize,
     ) -> Self {
-        let (queue, receiver) =
-            mpsc::channel::<(NewWebhook, Reply)>(max_batch * writers.max(1) * 4);
+        let (queue, receiver) = mpsc::channel::<Pending>(max_batch * writers.max(1) * 4);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..writers.max(1) {
-            tokio::spawn(write_loop(
-                store.clone(),
-                metrics.clone(),
-                receiver.clone(),
-                max_batch,
-            ));
+            let writer = Writer {
+                store: store.clone(),
+                dedupe: dedupe.clone(),
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(writer.run(receiver.clone(), max_batch));
         }
         Self { queue }
     }
 
-    /// Stores one webhook; returns once its batch has committed (or failed).
-    pub async fn insert(&self, webhook: NewWebhook) -> Result<InsertOutcome, StoreError> {
+    /// Stores one webhook unless the dedupe cache already knows `cache_key` (then the
+    /// outcome is the duplicate it points to); returns once its batch has committed (or
+    /// failed) and its key is remembered for `ttl`.
+    pub async fn insert(
+        &self,
+        webhook: NewWebhook,
+        cache_key: String,
+        ttl: Duration,
+    ) -> Result<InsertOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send((webhook, reply))
+            .send(Pending {
+                webhook,
+                cache_key,
+                ttl,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Unavailable("storage writer stopped".into()))?;
         answer
@@ -57,31 +84,62 @@ impl BatchWriter {
     }
 }
 
-async fn write_loop(
+struct Writer {
     store: Arc<dyn Store>,
+    dedupe: Arc<dyn Dedupe>,
     metrics: Arc<Metrics>,
-    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<(NewWebhook, Reply)>>>,
-    max_batch: usize,
-) {
-    let mut items = Vec::with_capacity(max_batch);
-    loop {
-        {
-            // Only one writer collects at a time, so batches are as full as the queue allows.
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut items, max_batch).await == 0 {
-                return;
+}
+
+impl Writer {
+    async fn run(
+        self,
+        receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+        max_batch: usize,
+    ) {
+        let mut items = Vec::with_capacity(max_batch);
+        loop {
+            {
+                // Only one writer collects at a time, so batches are as full as the queue
+                // allows.
+                let mut receiver = receiver.lock().await;
+                if receiver.recv_many(&mut items, max_batch).await == 0 {
+                    return;
+                }
+            }
+            self.write(std::mem::take(&mut items)).await;
+        }
+    }
+
+    async fn write(&self, items: Vec<Pending>) {
+        let cached = self.cached(&items).await;
+        let (known, unknown): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .zip(cached)
+            .partition(|(_, cached)| cached.is_some());
+        for (item, cached) in known {
+            if let Some(existing_id) = cached {
+                let _ = item
+                    .reply
+                    .send(Ok(InsertOutcome::Duplicate { existing_id }));
             }
         }
-        let (batch, replies): (Vec<NewWebhook>, Vec<Reply>) = items.drain(..).unzip();
+        if unknown.is_empty() {
+            return;
+        }
+        let (batch, keys): (Vec<NewWebhook>, Vec<(String, Duration, Reply)>) = unknown
+            .into_iter()
+            .map(|(item, _)| (item.webhook, (item.cache_key, item.ttl, item.reply)))
+            .unzip();
         let started = Instant::now();
-        let result = store.insert_batch(&batch).await;
-        metrics
+        let result = self.store.insert_batch(&batch).await;
+        self.metrics
             .storage_commit_duration
             .observe(started.elapsed().as_secs_f64());
-        metrics.storage_batch_size.observe(batch.len() as f64);
+        self.metrics.storage_batch_size.observe(batch.len() as f64);
         match result {
-            Ok(outcomes) if outcomes.len() == replies.len() => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            Ok(outcomes) if outcomes.len() == keys.len() => {
+                self.remember(&batch, &keys, &outcomes).await;
+                for ((_, _, reply), outcome) in keys.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
@@ -89,10 +147,10 @@ async fn write_loop(
                 let message = format!(
                     "storage returned {} outcomes for {} webhooks",
                     outcomes.len(),
-                    replies.len()
+                    keys.len()
                 );
                 tracing::error!(%message, "storage batch answered wrongly");
-                for reply in replies {
+                for (_, _, reply) in keys {
                     let _ = reply.send(Err(StoreError::Internal(message.clone())));
                 }
             }
@@ -100,7 +158,7 @@ async fn write_loop(
                 let message = error.to_string();
                 let unavailable = matches!(error, StoreError::Unavailable(_));
                 tracing::warn!(error = %message, batch = batch.len(), "storage batch failed");
-                for reply in replies {
+                for (_, _, reply) in keys {
                     let _ = reply.send(Err(if unavailable {
                         StoreError::Unavailable(message.clone())
                     } else {
@@ -108,6 +166,56 @@ async fn write_loop(
                     }));
                 }
             }
+        }
+    }
+
+    /// What the dedupe cache knows of each item; nothing when it cannot be asked (the
+    /// storage's unique key still decides).
+    async fn cached(&self, items: &[Pending]) -> Vec<Option<uuid::Uuid>> {
+        let keys: Vec<&str> = items.iter().map(|item| item.cache_key.as_str()).collect();
+        match self.dedupe.lookup_many(&keys).await {
+            Ok(found) if found.len() == items.len() => found,
+            Ok(found) => {
+                self.metrics.dedupe_errors.inc();
+                tracing::debug!(
+                    keys = items.len(),
+                    answers = found.len(),
+                    "dedupe lookup answered short"
+                );
+                vec![None; items.len()]
+            }
+            Err(error) => {
+                self.metrics.dedupe_errors.inc();
+                tracing::debug!(%error, "dedupe lookup failed");
+                vec![None; items.len()]
+            }
+        }
+    }
+
+    /// Remembers the committed batch's keys: each new entry's own id, or the id of the
+    /// entry that already held its key.
+    async fn remember(
+        &self,
+        batch: &[NewWebhook],
+        keys: &[(String, Duration, Reply)],
+        outcomes: &[InsertOutcome],
+    ) {
+        let items: Vec<Remembered<'_>> = batch
+            .iter()
+            .zip(keys)
+            .zip(outcomes)
+            .map(|((webhook, (key, ttl, _)), outcome)| Remembered {
+                key,
+                entry_id: match outcome {
+                    InsertOutcome::Inserted => webhook.entry.id,
+                    InsertOutcome::Duplicate { existing_id } => *existing_id,
+                },
+                ttl: *ttl,
+            })
+            .collect();
+        if let Err(error) = self.dedupe.remember_many(&items).await {
+            self.metrics.dedupe_errors.inc();
+            tracing::debug!(%error, "dedupe remember failed");
         }
     }
 }

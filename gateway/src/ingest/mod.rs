@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::dedupe::{self, Dedupe};
+use crate::dedupe;
 use crate::metrics::{Metrics, PluginFailure, PluginLabel, SourceLabel};
 use crate::plugin::{
     DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, OwnedCallInput, Plugin, PluginFault,
@@ -72,7 +72,6 @@ pub enum IngestError {
 
 pub struct Pipeline {
     sources: RwLock<Arc<SourceTable>>,
-    dedupe: Arc<dyn Dedupe>,
     writer: BatchWriter,
     relay: RelayHandle,
     metrics: Arc<Metrics>,
@@ -82,7 +81,6 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         sources: SourceTable,
-        dedupe: Arc<dyn Dedupe>,
         writer: BatchWriter,
         relay: RelayHandle,
         metrics: Arc<Metrics>,
@@ -90,7 +88,6 @@ impl Pipeline {
     ) -> Self {
         Self {
             sources: RwLock::new(Arc::new(sources)),
-            dedupe,
             writer,
             relay,
             metrics,
@@ -381,23 +378,6 @@ impl Pipeline {
         webhook: NewWebhook,
     ) -> Result<Ingested, IngestError> {
         let cache_key = dedupe::cache_key(&source.name, &webhook.entry.idempotency_key);
-        match self.dedupe.lookup(&cache_key).await {
-            Ok(Some(existing)) => {
-                self.metrics
-                    .dedupe_hits
-                    .get_or_create(&SourceLabel {
-                        source: source.name.clone(),
-                    })
-                    .inc();
-                return Ok(Ingested::Duplicate(existing));
-            }
-            Ok(None) => {}
-            Err(error) => {
-                // The cache is a shortcut; the storage's unique key still decides.
-                self.metrics.dedupe_errors.inc();
-                tracing::debug!(%error, "dedupe lookup failed");
-            }
-        }
         let entry_id = webhook.entry.id;
         let received_at = webhook.entry.received_at;
         let fresh: Vec<OutboxEvent> = webhook
@@ -414,16 +394,16 @@ impl Pipeline {
             .collect();
         let outcome = self
             .writer
-            .insert(webhook)
+            .insert(webhook, cache_key, source.dedupe_ttl)
             .await
             .map_err(|error| match error {
                 StoreError::Unavailable(message) => IngestError::StorageUnavailable(message),
                 other => IngestError::Internal(other.to_string()),
             })?;
-        let (result, remembered) = match outcome {
+        match outcome {
             InsertOutcome::Inserted => {
                 self.relay.notify(fresh);
-                (Ingested::Accepted(entry_id), entry_id)
+                Ok(Ingested::Accepted(entry_id))
             }
             InsertOutcome::Duplicate { existing_id } => {
                 self.metrics
@@ -432,19 +412,9 @@ impl Pipeline {
                         source: source.name.clone(),
                     })
                     .inc();
-                (Ingested::Duplicate(existing_id), existing_id)
+                Ok(Ingested::Duplicate(existing_id))
             }
-        };
-        // Remembered only now that the entry is durable: a failed store must not shadow the retry.
-        if let Err(error) = self
-            .dedupe
-            .remember(&cache_key, remembered, source.dedupe_ttl)
-            .await
-        {
-            self.metrics.dedupe_errors.inc();
-            tracing::debug!(%error, "dedupe remember failed");
         }
-        Ok(result)
     }
 }
 
