@@ -97,13 +97,12 @@ impl Dedupe for RedisDedupe {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.client.with_options(&self.options);
-        // MGET of one key answers a bare value, not an array of one.
-        let values: Vec<Option<String>> = if let [key] = keys {
-            vec![client.get(*key).await.map_err(unavailable)?]
-        } else {
-            client.mget(keys.to_vec()).await.map_err(unavailable)?
-        };
+        let values: Vec<Option<String>> = self
+            .client
+            .with_options(&self.options)
+            .mget(keys.to_vec())
+            .await
+            .map_err(unavailable)?;
         if values.len() != keys.len() {
             return Err(DedupeError::Unavailable(format!(
                 "redis answered {} values for {} keys",

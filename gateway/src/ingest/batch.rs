@@ -30,6 +30,13 @@ struct Pending {
     reply: Reply,
 }
 
+/// A webhook of the batch being written, once its record went into the batch.
+struct Waiting {
+    cache_key: String,
+    ttl: Duration,
+    reply: Reply,
+}
+
 /// The sending side; cheap to clone.
 #[derive(Clone)]
 pub struct BatchWriter {
@@ -112,24 +119,28 @@ impl Writer {
 
     async fn write(&self, items: Vec<Pending>) {
         let cached = self.cached(&items).await;
-        let (known, unknown): (Vec<_>, Vec<_>) = items
-            .into_iter()
-            .zip(cached)
-            .partition(|(_, cached)| cached.is_some());
-        for (item, cached) in known {
-            if let Some(existing_id) = cached {
-                let _ = item
-                    .reply
-                    .send(Ok(InsertOutcome::Duplicate { existing_id }));
+        let mut batch = Vec::with_capacity(items.len());
+        let mut waiting = Vec::with_capacity(items.len());
+        for (item, cached) in items.into_iter().zip(cached) {
+            match cached {
+                Some(existing_id) => {
+                    let _ = item
+                        .reply
+                        .send(Ok(InsertOutcome::Duplicate { existing_id }));
+                }
+                None => {
+                    batch.push(item.webhook);
+                    waiting.push(Waiting {
+                        cache_key: item.cache_key,
+                        ttl: item.ttl,
+                        reply: item.reply,
+                    });
+                }
             }
         }
-        if unknown.is_empty() {
+        if batch.is_empty() {
             return;
         }
-        let (batch, keys): (Vec<NewWebhook>, Vec<(String, Duration, Reply)>) = unknown
-            .into_iter()
-            .map(|(item, _)| (item.webhook, (item.cache_key, item.ttl, item.reply)))
-            .unzip();
         let started = Instant::now();
         let result = self.store.insert_batch(&batch).await;
         self.metrics
@@ -137,29 +148,31 @@ impl Writer {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.storage_batch_size.observe(batch.len() as f64);
         match result {
-            Ok(outcomes) if outcomes.len() == keys.len() => {
-                self.remember(&batch, &keys, &outcomes).await;
-                for ((_, _, reply), outcome) in keys.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+            Ok(outcomes) if outcomes.len() == waiting.len() => {
+                self.remember(&batch, &waiting, &outcomes).await;
+                for (waiting, outcome) in waiting.into_iter().zip(outcomes) {
+                    let _ = waiting.reply.send(Ok(outcome));
                 }
             }
             Ok(outcomes) => {
                 let message = format!(
                     "storage returned {} outcomes for {} webhooks",
                     outcomes.len(),
-                    keys.len()
+                    waiting.len()
                 );
                 tracing::error!(%message, "storage batch answered wrongly");
-                for (_, _, reply) in keys {
-                    let _ = reply.send(Err(StoreError::Internal(message.clone())));
+                for waiting in waiting {
+                    let _ = waiting
+                        .reply
+                        .send(Err(StoreError::Internal(message.clone())));
                 }
             }
             Err(error) => {
                 let message = error.to_string();
                 let unavailable = matches!(error, StoreError::Unavailable(_));
                 tracing::warn!(error = %message, batch = batch.len(), "storage batch failed");
-                for (_, _, reply) in keys {
-                    let _ = reply.send(Err(if unavailable {
+                for waiting in waiting {
+                    let _ = waiting.reply.send(Err(if unavailable {
                         StoreError::Unavailable(message.clone())
                     } else {
                         StoreError::Internal(message.clone())
@@ -197,20 +210,20 @@ impl Writer {
     async fn remember(
         &self,
         batch: &[NewWebhook],
-        keys: &[(String, Duration, Reply)],
+        waiting: &[Waiting],
         outcomes: &[InsertOutcome],
     ) {
         let items: Vec<Remembered<'_>> = batch
             .iter()
-            .zip(keys)
+            .zip(waiting)
             .zip(outcomes)
-            .map(|((webhook, (key, ttl, _)), outcome)| Remembered {
-                key,
+            .map(|((webhook, waiting), outcome)| Remembered {
+                key: &waiting.cache_key,
                 entry_id: match outcome {
                     InsertOutcome::Inserted => webhook.entry.id,
                     InsertOutcome::Duplicate { existing_id } => *existing_id,
                 },
-                ttl: *ttl,
+                ttl: waiting.ttl,
             })
             .collect();
         if let Err(error) = self.dedupe.remember_many(&items).await {
