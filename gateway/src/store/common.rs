@@ -11,7 +11,8 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
 use super::{
-    Cursor, DueEvents, EntryFilter, NewEvent, NewWebhook, OutboxEvent, StoreError, UnreadableEvent,
+    Cursor, DueEvents, EntryFilter, EntryStatus, NewEntry, NewEvent, NewWebhook, OutboxEvent,
+    StoreError, UnreadableEvent,
 };
 use crate::publish::envelope;
 
@@ -32,6 +33,15 @@ pub(crate) fn headers_for_view(text: &str) -> (Vec<(String, String)>, Option<Str
             Some(format!("the stored headers cannot be read: {e}")),
         ),
     }
+}
+
+/// The state row a new entry needs, as `(status, last_error)`, if its events will not
+/// tell where it stands: a `failed` entry, or one stored with an error. The status is NULL
+/// (derived) unless the storage records it (see [`EntryStatus::is_stated`]).
+pub(crate) fn new_entry_state(entry: &NewEntry) -> Option<(Option<&'static str>, Option<&str>)> {
+    let status = entry.status.is_stated().then(|| entry.status.as_str());
+    (status.is_some() || entry.last_error.is_some())
+        .then_some((status, entry.last_error.as_deref()))
 }
 
 /// For each webhook of a batch, the index of an earlier webhook of the same batch with the
@@ -168,9 +178,13 @@ pub(crate) fn envelope_for_view(
 /// The admin listing's query on either backend: entries matching `filter`, newest first,
 /// after `after`; `time` binds a timestamp the way the backend stores it.
 ///
-/// The tables rather than the `webhook_entries` view: filtered by status, the listing reads
-/// in order from the states' status index, otherwise from the records' indexes, and the
-/// order must name the same table's columns for the planner to see that.
+/// The tables rather than the `webhook_entries` view, so that each listing reads from the
+/// index that serves it: `failed` and `dead` entries in order from the states' status
+/// index (only such entries, and retried ones, have a state row); `accepted` ones from the
+/// pending events (the backlog, sorted: it is what the listing asks for, and an ordered
+/// walk of every entry could pass millions of published ones to find it); everything else
+/// in order from the records' indexes. The order must name the same table's columns as
+/// the index for the planner to see that.
 pub(crate) fn entry_listing<DB, T>(
     filter: &EntryFilter,
     after: Option<Cursor>,
@@ -186,16 +200,41 @@ where
     Uuid: for<'t> Encode<'t, DB> + Type<DB>,
     i64: for<'t> Encode<'t, DB> + Type<DB>,
 {
-    let ordered = if filter.status.is_some() { "s" } else { "r" };
+    let stated = matches!(filter.status, Some(status) if status.is_stated());
+    let (ordered, from) = if stated {
+        (
+            "s",
+            "webhook_entry_states s JOIN webhook_entry_records r ON r.id = s.id",
+        )
+    } else {
+        (
+            "r",
+            "webhook_entry_records r LEFT JOIN webhook_entry_states s ON s.id = r.id",
+        )
+    };
     let mut q: QueryBuilder<DB> = QueryBuilder::new(format!(
-        "SELECT {JOINED_ENTRY_COLUMNS} FROM webhook_entry_records r \
-         JOIN webhook_entry_states s ON s.id = r.id WHERE true"
+        "SELECT {JOINED_ENTRY_COLUMNS}, {ENTRY_STATUS} AS status FROM {from} WHERE true"
     ));
     if let Some(source) = &filter.source {
         q.push(" AND r.source = ").push_bind(source.clone());
     }
-    if let Some(status) = filter.status {
-        q.push(" AND s.status = ").push_bind(status.as_str());
+    match filter.status {
+        Some(status) if stated => {
+            q.push(" AND s.status = ").push_bind(status.as_str());
+        }
+        Some(EntryStatus::Accepted) => {
+            q.push(
+                " AND s.status IS NULL AND r.id IN \
+                 (SELECT entry_id FROM webhook_events WHERE status = 'pending')",
+            );
+        }
+        Some(_) => {
+            q.push(
+                " AND s.status IS NULL AND NOT EXISTS \
+                 (SELECT 1 FROM webhook_events p WHERE p.entry_id = r.id AND p.status = 'pending')",
+            );
+        }
+        None => {}
     }
     if let Some(tenant) = &filter.tenant {
         q.push(" AND r.tenant = ").push_bind(tenant.clone());
@@ -226,7 +265,13 @@ where
 pub(crate) const ENTRY_COLUMNS: &str = "id, source, topic, tenant, idempotency_key, \
     headers, body, received_at, status, attempts, last_error, plugin, plugin_version, \
     correlation_id";
-/// [`ENTRY_COLUMNS`] from the records (`r`) joined with their states (`s`).
+/// [`ENTRY_COLUMNS`] but the status, from the records (`r`) joined with their states
+/// (`s`), as the view has them.
 const JOINED_ENTRY_COLUMNS: &str = "r.id, r.source, r.topic, r.tenant, r.idempotency_key, \
-    r.headers, r.body, r.received_at, s.status, s.attempts, s.last_error, r.plugin, \
-    r.plugin_version, r.correlation_id";
+    r.headers, r.body, r.received_at, COALESCE(s.attempts, 0) AS attempts, s.last_error, \
+    r.plugin, r.plugin_version, r.correlation_id";
+/// An entry's status as the view derives it: its state row's when that says `failed` or
+/// `dead`, otherwise `accepted` while one of its events is pending and `published` after.
+const ENTRY_STATUS: &str = "COALESCE(s.status, CASE WHEN EXISTS \
+    (SELECT 1 FROM webhook_events e WHERE e.entry_id = r.id AND e.status = 'pending') \
+    THEN 'accepted' ELSE 'published' END)";

@@ -35,6 +35,10 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
         "20261203000001_entry_state_apart.sql",
         include_str!("../../../migrations/postgres/20261203000001_entry_state_apart.sql"),
     ),
+    (
+        "20261204000001_entry_status_derived.sql",
+        include_str!("../../../migrations/postgres/20261204000001_entry_status_derived.sql"),
+    ),
 ];
 
 /// (file name, contents) of `migrations/sqlite`, oldest first.
@@ -50,6 +54,10 @@ pub(crate) const SQLITE: &[(&str, &str)] = &[
     (
         "20261202000001_entry_state_apart.sql",
         include_str!("../../../migrations/sqlite/20261202000001_entry_state_apart.sql"),
+    ),
+    (
+        "20261204000001_entry_status_derived.sql",
+        include_str!("../../../migrations/sqlite/20261204000001_entry_status_derived.sql"),
     ),
 ];
 

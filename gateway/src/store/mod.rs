@@ -40,6 +40,12 @@ impl EntryStatus {
         }
     }
 
+    /// Whether the storage records this status in the entry's state row; the others
+    /// follow from its events.
+    pub fn is_stated(self) -> bool {
+        matches!(self, Self::Failed | Self::Dead)
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "accepted" => Self::Accepted,

@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use super::common::{
     ENTRY_COLUMNS, classify, count, earlier_twins, encode_headers, entry_listing,
-    envelope_for_view, headers_for_view, read_envelope, sort_due_rows, stored_envelope,
+    envelope_for_view, headers_for_view, new_entry_state, read_envelope, sort_due_rows,
+    stored_envelope,
 };
 use super::*;
 
@@ -94,11 +95,14 @@ impl PgStore {
         let mut headers = Vec::with_capacity(n);
         let mut bodies: Vec<&[u8]> = Vec::with_capacity(n);
         let mut received = Vec::with_capacity(n);
-        let mut statuses = Vec::with_capacity(n);
-        let mut errors = Vec::with_capacity(n);
         let mut plugins = Vec::with_capacity(n);
         let mut versions = Vec::with_capacity(n);
         let mut correlations = Vec::with_capacity(n);
+        // State rows only for the entries whose events do not tell where they stand.
+        let mut st_ids = Vec::new();
+        let mut st_statuses = Vec::new();
+        let mut st_errors = Vec::new();
+        let mut st_at = Vec::new();
         let mut ev_ids = Vec::new();
         let mut ev_entries = Vec::new();
         let mut ev_seqs = Vec::new();
@@ -116,11 +120,15 @@ impl PgStore {
             headers.push(encode_headers(&e.headers)?);
             bodies.push(&e.body);
             received.push(e.received_at);
-            statuses.push(e.status.as_str());
-            errors.push(e.last_error.as_deref());
             plugins.push(e.plugin.as_str());
             versions.push(e.plugin_version.as_str());
             correlations.push(e.correlation_id.as_str());
+            if let Some((status, last_error)) = new_entry_state(e) {
+                st_ids.push(e.id);
+                st_statuses.push(status);
+                st_errors.push(last_error);
+                st_at.push(e.received_at);
+            }
             for event in &webhook.events {
                 ev_ids.push(event.id.as_str());
                 ev_entries.push(e.id);
@@ -144,8 +152,8 @@ impl PgStore {
                 SELECT t.id, t.source, t.topic, t.tenant, t.key, t.headers, t.body, t.at, \
                     t.plugin, t.version, t.correlation \
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                    $6::text[], $7::bytea[], $8::timestamptz[], $11::text[], $12::text[], \
-                    $13::text[]) \
+                    $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[], \
+                    $11::text[]) \
                     AS t(id, source, topic, tenant, key, headers, body, at, plugin, version, \
                         correlation) \
                 ON CONFLICT (source, idempotency_key) DO NOTHING \
@@ -153,7 +161,7 @@ impl PgStore {
             ), st AS ( \
                 INSERT INTO webhook_entry_states (id, status, last_error, received_at) \
                 SELECT t.id, t.status, t.last_error, t.at \
-                FROM unnest($1::uuid[], $9::text[], $10::text[], $8::timestamptz[]) \
+                FROM unnest($12::uuid[], $13::text[], $14::text[], $15::timestamptz[]) \
                     AS t(id, status, last_error, at) \
                 WHERE t.id IN (SELECT id FROM ins) \
             ), ev AS ( \
@@ -161,8 +169,8 @@ impl PgStore {
                     status, attempts, next_attempt_at, created_at) \
                 SELECT t.id, t.entry_id, t.seq, t.subject, t.envelope, t.body_at, 'pending', 0, \
                     t.at, t.at \
-                FROM unnest($14::text[], $15::uuid[], $16::int4[], $17::text[], \
-                    $18::bytea[], $19::int4[], $20::timestamptz[]) \
+                FROM unnest($16::text[], $17::uuid[], $18::int4[], $19::text[], \
+                    $20::bytea[], $21::int4[], $22::timestamptz[]) \
                     AS t(id, entry_id, seq, subject, envelope, body_at, at) \
                 WHERE t.entry_id IN (SELECT id FROM ins) \
             ) \
@@ -176,11 +184,13 @@ impl PgStore {
         .bind(headers)
         .bind(bodies)
         .bind(received)
-        .bind(statuses)
-        .bind(errors)
         .bind(plugins)
         .bind(versions)
         .bind(correlations)
+        .bind(st_ids)
+        .bind(st_statuses)
+        .bind(st_errors)
+        .bind(st_at)
         .bind(ev_ids)
         .bind(ev_entries)
         .bind(ev_seqs)
@@ -367,47 +377,25 @@ impl Store for PgStore {
         if event_ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(pg_error)?;
-        // `(status || '') = ...`: a condition no index can serve. On the bare column the
-        // planner ANDs a bitmap of the ids with one of the status index (or the pending
-        // events' partial index), which walks every accepted entry of the backlog and the
-        // dead index entries left by earlier updates; the primary key alone finds the few
-        // rows. (Measured: +3% production throughput, BENCHMARKS.md.)
+        // One statement: an entry's `published` follows from its events (see the
+        // `entry_status_derived` migration), so nothing else is written.
         //
-        // Locking the entries (in id order, so concurrent calls cannot deadlock) makes a
-        // concurrent call that published the entry's other events wait for this one to
-        // commit; its own check below then sees every event published. Without the lock
-        // each could see the other's event still pending and neither would flip the entry.
-        let entries: Vec<Uuid> = sqlx::query_scalar(
-            "WITH ev AS ( \
-                UPDATE webhook_events \
-                SET status = 'published', published_at = $2, next_attempt_at = NULL \
-                WHERE id = ANY($1) AND (status || '') = 'pending' \
-                RETURNING entry_id \
-            ) \
-            SELECT s.id FROM webhook_entry_states s \
-            WHERE s.id IN (SELECT entry_id FROM ev) \
-            ORDER BY s.id \
-            FOR UPDATE",
+        // `(status || '') = ...`: a condition no index can serve. On the bare column the
+        // planner ANDs a bitmap of the ids with the pending events' partial index, which
+        // walks the whole unpublished backlog and the dead index entries left by earlier
+        // updates; the primary key alone finds the few rows. (Measured: +3% production
+        // throughput, BENCHMARKS.md.)
+        sqlx::query(
+            "UPDATE webhook_events \
+             SET status = 'published', published_at = $2, next_attempt_at = NULL \
+             WHERE id = ANY($1) AND (status || '') = 'pending'",
         )
         .bind(event_ids)
         .bind(at)
-        .fetch_all(&mut *tx)
+        .execute(&self.pool)
         .await
-        .map_err(pg_error)?;
-        if !entries.is_empty() {
-            sqlx::query(
-                "UPDATE webhook_entry_states s SET status = 'published' \
-                 WHERE s.id = ANY($1) AND (s.status || '') = 'accepted' \
-                   AND NOT EXISTS (SELECT 1 FROM webhook_events e \
-                                   WHERE e.entry_id = s.id AND e.status <> 'published')",
-            )
-            .bind(entries)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        }
-        tx.commit().await.map_err(pg_error)
+        .map(|_| ())
+        .map_err(pg_error)
     }
 
     async fn mark_retry(
@@ -423,10 +411,12 @@ impl Store for PgStore {
                 UPDATE webhook_events \
                 SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
                 WHERE id = $1 AND status = 'pending' \
-                RETURNING entry_id \
+                RETURNING entry_id, created_at \
             ) \
-            UPDATE webhook_entry_states SET attempts = attempts + 1, last_error = $3 \
-            WHERE id IN (SELECT entry_id FROM ev)",
+            INSERT INTO webhook_entry_states AS s (id, attempts, last_error, received_at) \
+            SELECT entry_id, 1, $3, created_at FROM ev \
+            ON CONFLICT (id) DO UPDATE \
+            SET attempts = s.attempts + 1, last_error = excluded.last_error",
         )
         .bind(event_id)
         .bind(next_attempt_at)
@@ -443,10 +433,11 @@ impl Store for PgStore {
                 UPDATE webhook_events \
                 SET status = 'dead', next_attempt_at = NULL, last_error = $2 \
                 WHERE id = $1 AND status = 'pending' \
-                RETURNING entry_id \
+                RETURNING entry_id, created_at \
             ) \
-            UPDATE webhook_entry_states SET status = 'dead', last_error = $2 \
-            WHERE id IN (SELECT entry_id FROM ev)",
+            INSERT INTO webhook_entry_states AS s (id, status, last_error, received_at) \
+            SELECT entry_id, 'dead', $2, created_at FROM ev \
+            ON CONFLICT (id) DO UPDATE SET status = 'dead', last_error = excluded.last_error",
         )
         .bind(event_id)
         .bind(error)

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::common::{
     ENTRY_COLUMNS, classify, count, encode_headers, entry_listing, envelope_for_view,
-    headers_for_view, read_envelope, sort_due_rows, stored_envelope,
+    headers_for_view, new_entry_state, read_envelope, sort_due_rows, stored_envelope,
 };
 use super::*;
 
@@ -46,17 +46,6 @@ const END_WRITE: &str = "COMMIT";
 const PUBLISH_EVENTS: &str = "UPDATE webhook_events \
      SET status = 'published', published_at = ?, next_attempt_at = NULL \
      WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'";
-/// Flips to `published` the entries, among those of the given event ids (a JSON array),
-/// whose events are all published. `+status`: the unary plus keeps the planner off the
-/// status index, which would walk every accepted entry (the whole unpublished backlog) to
-/// find the few in the list.
-pub(super) const PUBLISH_ENTRIES: &str = "UPDATE webhook_entry_states SET status = 'published' \
-     WHERE +status = 'accepted' \
-       AND id IN (SELECT entry_id FROM webhook_events \
-                  WHERE id IN (SELECT value FROM json_each(?))) \
-       AND NOT EXISTS (SELECT 1 FROM webhook_events e \
-                       WHERE e.entry_id = webhook_entry_states.id \
-                         AND e.status <> 'published')";
 /// How often the background task checkpoints the WAL.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// The WAL size (in pages) at which a commit checkpoints by itself after all. The
@@ -324,16 +313,22 @@ impl Store for SqliteStore {
             });
             write.push(" ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id;\n");
         }
-        for chunk in batch.chunks(rows_per_statement(STATE_COLUMN_COUNT)) {
+        // State rows only for the entries whose events do not tell where they stand.
+        let states: Vec<(&NewEntry, (Option<&str>, Option<&str>))> = batch
+            .iter()
+            .filter_map(|webhook| {
+                new_entry_state(&webhook.entry).map(|state| (&webhook.entry, state))
+            })
+            .collect();
+        for chunk in states.chunks(rows_per_statement(STATE_COLUMN_COUNT)) {
             write.push(
                 "INSERT INTO webhook_entry_states (id, status, last_error, received_at) \
                  SELECT column1, column2, column3, column4 FROM (",
             );
-            write.push_values(chunk, |mut row, webhook| {
-                let entry = &webhook.entry;
+            write.push_values(chunk, |mut row, (entry, (status, last_error))| {
                 row.push_bind(entry.id)
-                    .push_bind(entry.status.as_str())
-                    .push_bind(entry.last_error.as_deref())
+                    .push_bind(*status)
+                    .push_bind(*last_error)
                     .push_bind(micros(entry.received_at));
             });
             write
@@ -447,10 +442,9 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Internal(format!("cannot encode event ids: {e}")))?;
         self.write(
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{BEGIN_WRITE}{PUBLISH_EVENTS};\n{PUBLISH_ENTRIES};\n{END_WRITE}"
+                "{BEGIN_WRITE}{PUBLISH_EVENTS};\n{END_WRITE}"
             )))
             .bind(micros(at))
-            .bind(ids.as_str())
             .bind(ids.as_str()),
         )
         .await
@@ -466,11 +460,11 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         // Only a pending event is touched, so a late retry cannot resurrect an event that
         // was published or dead-lettered meanwhile.
-        let entry: Option<Uuid> = sqlx::query_scalar(
+        let entry: Option<(Uuid, i64)> = sqlx::query_as(
             "UPDATE webhook_events \
              SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? \
              WHERE id = ? AND status = 'pending' \
-             RETURNING entry_id",
+             RETURNING entry_id, created_at",
         )
         .bind(micros(next_attempt_at))
         .bind(error)
@@ -478,13 +472,16 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(sqlite_error)?;
-        if let Some(entry) = entry {
+        if let Some((entry, received_at)) = entry {
             sqlx::query(
-                "UPDATE webhook_entry_states SET attempts = attempts + 1, last_error = ? \
-                 WHERE id = ?",
+                "INSERT INTO webhook_entry_states (id, attempts, last_error, received_at) \
+                 VALUES (?, 1, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET attempts = attempts + 1, last_error = excluded.last_error",
             )
-            .bind(error)
             .bind(entry)
+            .bind(error)
+            .bind(received_at)
             .execute(&mut *tx)
             .await
             .map_err(sqlite_error)?;
@@ -494,23 +491,27 @@ impl Store for SqliteStore {
 
     async fn mark_dead(&self, event_id: &str, error: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let entry: Option<Uuid> = sqlx::query_scalar(
+        let entry: Option<(Uuid, i64)> = sqlx::query_as(
             "UPDATE webhook_events \
              SET status = 'dead', next_attempt_at = NULL, last_error = ? \
              WHERE id = ? AND status = 'pending' \
-             RETURNING entry_id",
+             RETURNING entry_id, created_at",
         )
         .bind(error)
         .bind(event_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(sqlite_error)?;
-        if let Some(entry) = entry {
+        if let Some((entry, received_at)) = entry {
             sqlx::query(
-                "UPDATE webhook_entry_states SET status = 'dead', last_error = ? WHERE id = ?",
+                "INSERT INTO webhook_entry_states (id, status, last_error, received_at) \
+                 VALUES (?, 'dead', ?, ?) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET status = 'dead', last_error = excluded.last_error",
             )
-            .bind(error)
             .bind(entry)
+            .bind(error)
+            .bind(received_at)
             .execute(&mut *tx)
             .await
             .map_err(sqlite_error)?;

@@ -671,18 +671,25 @@ async fn concurrent_publication_of_sibling_events_publishes_entry(store: Arc<dyn
 }
 
 async fn list_filters_and_keyset_pagination(store: Arc<dyn Store>) {
-    // 30 entries over 2 sources, 3 tenants (one none), 2 statuses, with runs of equal
-    // received_at so the id tie-break is exercised across page boundaries.
+    // 30 entries over 2 sources, 3 tenants (one none), 3 statuses (failed, accepted with a
+    // pending event, published), with runs of equal received_at so the id tie-break is
+    // exercised across page boundaries.
     let mut all = Vec::new();
     for i in 0..30i64 {
         let source = if i % 2 == 0 { "shopify" } else { "stripe" };
-        let mut w = webhook(source, &format!("k-list-{i}"), at(i / 4), 0);
+        let failed = i % 5 == 0;
+        let mut w = webhook(
+            source,
+            &format!("k-list-{i}"),
+            at(i / 4),
+            i32::from(!failed),
+        );
         w.entry.tenant = match i % 3 {
             0 => Some("t1".to_owned()),
             1 => Some("t2".to_owned()),
             _ => None,
         };
-        if i % 5 == 0 {
+        if failed {
             w.entry.status = EntryStatus::Failed;
         }
         all.push(w);
@@ -691,7 +698,27 @@ async fn list_filters_and_keyset_pagination(store: Arc<dyn Store>) {
     all.reverse();
     store.insert_batch(&all[..13]).await.expect("insert");
     store.insert_batch(&all[13..]).await.expect("insert");
-    let mut expected_all: Vec<StoredEntry> = all.iter().map(expected_entry).collect();
+    // Every third entry with an event has it published.
+    let published: Vec<&NewWebhook> = all
+        .iter()
+        .filter(|w| !w.events.is_empty())
+        .step_by(3)
+        .collect();
+    let event_ids: Vec<String> = published.iter().map(|w| w.events[0].id.clone()).collect();
+    store
+        .mark_published(&event_ids, at(9))
+        .await
+        .expect("publish");
+    let mut expected_all: Vec<StoredEntry> = all
+        .iter()
+        .map(|w| {
+            let mut expected = expected_entry(w);
+            if published.iter().any(|p| p.entry.id == w.entry.id) {
+                expected.status = EntryStatus::Published;
+            }
+            expected
+        })
+        .collect();
     expected_all.sort_by_key(|e| std::cmp::Reverse((e.received_at, e.id)));
 
     let filters = vec![
@@ -706,6 +733,15 @@ async fn list_filters_and_keyset_pagination(store: Arc<dyn Store>) {
         },
         EntryFilter {
             status: Some(EntryStatus::Dead),
+            ..Default::default()
+        },
+        EntryFilter {
+            status: Some(EntryStatus::Accepted),
+            ..Default::default()
+        },
+        EntryFilter {
+            status: Some(EntryStatus::Published),
+            source: Some("stripe".into()),
             ..Default::default()
         },
         EntryFilter {
@@ -776,7 +812,7 @@ async fn list_filters_and_keyset_pagination(store: Arc<dyn Store>) {
     // The combined filters were not vacuous.
     assert_eq!(expected_all.len(), 30);
     let combined = store
-        .list_entries(&filters[8], None, 100)
+        .list_entries(&filters[10], None, 100)
         .await
         .expect("list");
     assert!(!combined.is_empty());
@@ -1045,29 +1081,75 @@ async fn sqlite_stores_a_body_that_is_the_data_once() {
     assert_eq!(body_at, w.events[0].body_at.map(|at| at as i64));
 }
 
+/// A mapped webhook's way through the outbox writes no state row: its status follows from
+/// its events. Only a failed entry and one whose publication was retried get one.
+async fn state_rows_after_the_outbox(store: Arc<dyn Store>) -> Vec<Uuid> {
+    let published = webhook("shopify", "k-state-published", at(0), 2);
+    let pending = webhook("shopify", "k-state-pending", at(0), 1);
+    let retried = webhook("shopify", "k-state-retried", at(0), 1);
+    let mut failed = webhook("shopify", "k-state-failed", at(0), 0);
+    failed.entry.status = EntryStatus::Failed;
+    failed.entry.last_error = Some("unsupported topic".into());
+    store
+        .insert_batch(&[
+            published.clone(),
+            pending.clone(),
+            retried.clone(),
+            failed.clone(),
+        ])
+        .await
+        .expect("insert");
+    let mut ids: Vec<String> = published.events.iter().map(|e| e.id.clone()).collect();
+    ids.push(retried.events[0].id.clone());
+    store
+        .mark_retry(&retried.events[0].id, at(1), "bus down")
+        .await
+        .expect("retry");
+    store.mark_published(&ids, at(2)).await.expect("publish");
+    let statuses = [
+        (&published, EntryStatus::Published, 0, None),
+        (&pending, EntryStatus::Accepted, 0, None),
+        (&retried, EntryStatus::Published, 1, Some("bus down")),
+        (&failed, EntryStatus::Failed, 0, Some("unsupported topic")),
+    ];
+    for (w, status, attempts, last_error) in statuses {
+        let (stored, _) = entry(&store, w.entry.id).await;
+        assert_eq!(
+            (stored.status, stored.attempts, stored.last_error.as_deref()),
+            (status, attempts, last_error),
+            "{}",
+            w.entry.idempotency_key
+        );
+    }
+    let mut expected = vec![retried.entry.id, failed.entry.id];
+    expected.sort();
+    expected
+}
+
 #[tokio::test]
-async fn sqlite_publishes_entries_through_their_primary_key() {
-    let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
-    store.migrate().await.expect("migrate");
-    let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN QUERY PLAN {}",
-        super::sqlite::PUBLISH_ENTRIES
-    )))
-    .bind("[]")
-    .fetch_all(store.pool())
-    .await
-    .expect("explain")
-    .iter()
-    .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
-    .collect();
-    let entries_step = plan
-        .iter()
-        .find(|step| step.contains(" webhook_entry_states "))
-        .unwrap_or_else(|| panic!("no step on webhook_entry_states in {plan:?}"));
-    assert!(
-        entries_step.contains("USING PRIMARY KEY (id=?)"),
-        "entries must be found by primary key, not scanned by status: {plan:?}"
-    );
+async fn sqlite_writes_state_rows_only_where_events_do_not_tell() {
+    on_sqlite_store(|store| async move {
+        let expected = state_rows_after_the_outbox(store.clone()).await;
+        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM webhook_entry_states ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .expect("states");
+        assert_eq!(rows.into_iter().map(|r| r.0).collect::<Vec<_>>(), expected);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_writes_state_rows_only_where_events_do_not_tell() {
+    on_pg_store(|store| async move {
+        let expected = state_rows_after_the_outbox(store.clone()).await;
+        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM webhook_entry_states ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .expect("states");
+        assert_eq!(rows.into_iter().map(|r| r.0).collect::<Vec<_>>(), expected);
+    })
+    .await;
 }
 
 /// A database migrated before the entries' state moved to a table of its own keeps every
@@ -1166,11 +1248,195 @@ const OLD_EVENT: &str = "INSERT INTO webhook_events (id, entry_id, seq, subject,
 fn migrations_before_split(
     files: &'static [(&'static str, &'static str)],
 ) -> &'static [(&'static str, &'static str)] {
-    let split = files
+    migrations_before(files, "entry_state_apart")
+}
+
+/// The migrations of `files` that come before the one whose name contains `name`.
+fn migrations_before(
+    files: &'static [(&'static str, &'static str)],
+    name: &str,
+) -> &'static [(&'static str, &'static str)] {
+    let at = files
         .iter()
-        .position(|(name, _)| name.contains("entry_state_apart"))
-        .expect("the split migration is listed");
-    &files[..split]
+        .position(|(file, _)| file.contains(name))
+        .unwrap_or_else(|| panic!("a migration named {name} is listed"));
+    &files[..at]
+}
+
+/// Entries as the split schema held them, one state row each, in SQL both backends take:
+/// (key, entry status, event status).
+const SPLIT_ENTRIES: [(&str, &str, &str); 3] = [
+    ("k-split-published", "published", "published"),
+    ("k-split-accepted", "accepted", "pending"),
+    ("k-split-dead", "dead", "dead"),
+];
+const SPLIT_RECORD: &str = "INSERT INTO webhook_entry_records (id, source, topic, tenant, \
+        idempotency_key, headers, body, received_at, plugin, plugin_version, correlation_id) \
+     VALUES ($1, 'shopify', 'orders/create', 'shop', $2, '[]', $3, $4, 'shopify', '1.0.0', \
+        'corr')";
+const SPLIT_STATE: &str = "INSERT INTO webhook_entry_states (id, status, attempts, \
+        last_error, received_at) VALUES ($1, $2, 0, NULL, $3)";
+const SPLIT_EVENT_STATUS: &str = "UPDATE webhook_events SET status = $2, next_attempt_at = \
+        NULL WHERE entry_id = $1";
+
+/// After the migration that derives entry status from events, the entries stored with a
+/// state row each keep their status; only the dead one keeps its row.
+async fn split_entries_keep_their_status(store: Arc<dyn Store>) {
+    let listed = store
+        .list_entries(&EntryFilter::default(), None, 10)
+        .await
+        .expect("list");
+    let mut statuses: Vec<(String, EntryStatus)> = listed
+        .iter()
+        .map(|e| (e.idempotency_key.clone(), e.status))
+        .collect();
+    statuses.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        statuses,
+        [
+            ("k-split-accepted".to_owned(), EntryStatus::Accepted),
+            ("k-split-dead".to_owned(), EntryStatus::Dead),
+            ("k-split-published".to_owned(), EntryStatus::Published),
+        ]
+    );
+    let accepted = store
+        .list_entries(
+            &EntryFilter {
+                status: Some(EntryStatus::Accepted),
+                ..EntryFilter::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .expect("list accepted");
+    assert_eq!(accepted.len(), 1);
+    store
+        .mark_published(&["k-split-accepted:0".to_owned()], at(1))
+        .await
+        .expect("publish");
+    assert_eq!(
+        entry(&store, accepted[0].id).await.0.status,
+        EntryStatus::Published
+    );
+}
+
+#[tokio::test]
+async fn sqlite_entries_stored_with_a_state_row_each_survive_its_removal() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("split.db").display());
+    {
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .expect("url")
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("open");
+        super::migrations::migrator(migrations_before(
+            super::migrations::SQLITE,
+            "entry_status_derived",
+        ))
+        .expect("migrator")
+        .run_direct(None, &mut conn, false)
+        .await
+        .expect("split migrations");
+        for (key, status, event_status) in SPLIT_ENTRIES {
+            let id = Uuid::now_v7();
+            let micros = at(0).timestamp_micros();
+            sqlx::query(SPLIT_RECORD)
+                .bind(id)
+                .bind(key)
+                .bind(&binary_body(key)[..])
+                .bind(micros)
+                .execute(&mut conn)
+                .await
+                .expect("record");
+            sqlx::query(SPLIT_STATE)
+                .bind(id)
+                .bind(status)
+                .bind(micros)
+                .execute(&mut conn)
+                .await
+                .expect("state");
+            sqlx::query(OLD_EVENT)
+                .bind(format!("{key}:0"))
+                .bind(id)
+                .bind(micros)
+                .execute(&mut conn)
+                .await
+                .expect("event");
+            sqlx::query(SPLIT_EVENT_STATUS)
+                .bind(id)
+                .bind(event_status)
+                .execute(&mut conn)
+                .await
+                .expect("event status");
+        }
+        conn.close().await.expect("close");
+    }
+    let store = Arc::new(SqliteStore::connect(&url).await.expect("reopen"));
+    store.migrate().await.expect("the migration");
+    let states: (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_entry_states")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(states.0, 1, "only the dead entry keeps a state row");
+    split_entries_keep_their_status(store).await;
+}
+
+#[tokio::test]
+async fn postgres_entries_stored_with_a_state_row_each_survive_its_removal() {
+    on_pg_schema(|store| async move {
+        let mut old = super::migrations::migrator(migrations_before(
+            super::migrations::POSTGRES,
+            "entry_status_derived",
+        ))
+        .expect("migrator");
+        old.create_schema(format!("\"{}\"", store.schema()));
+        old.run(store.pool()).await.expect("split migrations");
+        for (key, status, event_status) in SPLIT_ENTRIES {
+            let id = Uuid::now_v7();
+            sqlx::query(SPLIT_RECORD)
+                .bind(id)
+                .bind(key)
+                .bind(&binary_body(key)[..])
+                .bind(at(0))
+                .execute(store.pool())
+                .await
+                .expect("record");
+            sqlx::query(SPLIT_STATE)
+                .bind(id)
+                .bind(status)
+                .bind(at(0))
+                .execute(store.pool())
+                .await
+                .expect("state");
+            sqlx::query(OLD_EVENT)
+                .bind(format!("{key}:0"))
+                .bind(id)
+                .bind(at(0))
+                .execute(store.pool())
+                .await
+                .expect("event");
+            sqlx::query(SPLIT_EVENT_STATUS)
+                .bind(id)
+                .bind(event_status)
+                .execute(store.pool())
+                .await
+                .expect("event status");
+        }
+        store.migrate().await.expect("the migration");
+        let states: (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_entry_states")
+            .fetch_one(store.pool())
+            .await
+            .expect("count");
+        assert_eq!(states.0, 1, "only the dead entry keeps a state row");
+        split_entries_keep_their_status(store).await;
+    })
+    .await;
 }
 
 /// Two entries stored before the split (one accepted with a pending event, one failed,
@@ -1290,7 +1556,9 @@ async fn outbox_transitions_through(store: Arc<dyn Store>) {
     );
 }
 
-/// Each admin listing reads in order from an index: no sort of the whole matching set.
+/// Each admin listing reads in order from an index, with no sort of the whole matching
+/// set, except `accepted`, which starts from the pending events (the backlog) and sorts
+/// those: walking every entry in order for the few unpublished ones would read the table.
 #[tokio::test]
 async fn sqlite_listings_read_in_index_order() {
     let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
@@ -1298,7 +1566,11 @@ async fn sqlite_listings_read_in_index_order() {
     let filters = [
         EntryFilter::default(),
         EntryFilter {
-            status: Some(EntryStatus::Accepted),
+            status: Some(EntryStatus::Failed),
+            ..EntryFilter::default()
+        },
+        EntryFilter {
+            status: Some(EntryStatus::Published),
             ..EntryFilter::default()
         },
         EntryFilter {
@@ -1321,6 +1593,20 @@ async fn sqlite_listings_read_in_index_order() {
             "{filter:?} scans the states: {plan:?}"
         );
     }
+    let accepted = EntryFilter {
+        status: Some(EntryStatus::Accepted),
+        ..EntryFilter::default()
+    };
+    let plan = store.explain_listing(&accepted).await.expect("explain");
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("webhook_events_due_idx")),
+        "accepted entries come from the pending events: {plan:?}"
+    );
+    assert!(
+        !plan.iter().any(|step| step.starts_with("SCAN r")),
+        "accepted entries are not found by reading every record: {plan:?}"
+    );
 }
 
 #[tokio::test]
