@@ -159,6 +159,10 @@ impl SqliteStore {
         // options above.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // The pool's default ping before each hand-out is a round trip to the
+            // connection's thread per write transaction, for a file that cannot go away
+            // the way a server can; a broken connection fails the write itself anyway.
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
