@@ -1126,15 +1126,26 @@ async fn state_rows_after_the_outbox(store: Arc<dyn Store>) -> Vec<Uuid> {
     expected
 }
 
+/// The ids of the entries that have a state row, in id order, on either backend's pool.
+async fn state_row_ids<DB>(pool: &sqlx::Pool<DB>) -> Vec<Uuid>
+where
+    DB: sqlx::Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    Uuid: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    sqlx::query_scalar::<DB, Uuid>("SELECT id FROM webhook_entry_states ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("states")
+}
+
 #[tokio::test]
 async fn sqlite_writes_state_rows_only_where_events_do_not_tell() {
     on_sqlite_store(|store| async move {
         let expected = state_rows_after_the_outbox(store.clone()).await;
-        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM webhook_entry_states ORDER BY id")
-            .fetch_all(store.pool())
-            .await
-            .expect("states");
-        assert_eq!(rows.into_iter().map(|r| r.0).collect::<Vec<_>>(), expected);
+        assert_eq!(state_row_ids(store.pool()).await, expected);
     })
     .await;
 }
@@ -1143,11 +1154,7 @@ async fn sqlite_writes_state_rows_only_where_events_do_not_tell() {
 async fn postgres_writes_state_rows_only_where_events_do_not_tell() {
     on_pg_store(|store| async move {
         let expected = state_rows_after_the_outbox(store.clone()).await;
-        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM webhook_entry_states ORDER BY id")
-            .fetch_all(store.pool())
-            .await
-            .expect("states");
-        assert_eq!(rows.into_iter().map(|r| r.0).collect::<Vec<_>>(), expected);
+        assert_eq!(state_row_ids(store.pool()).await, expected);
     })
     .await;
 }
@@ -1161,18 +1168,8 @@ async fn sqlite_entries_stored_before_the_state_split_survive_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
     {
-        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
-            .expect("url")
-            .create_if_missing(true)
-            .foreign_keys(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .expect("open");
-        super::migrations::migrator(migrations_before_split(super::migrations::SQLITE))
-            .expect("migrator")
-            .run_direct(None, &mut conn, false)
-            .await
-            .expect("old migrations");
+        let mut conn =
+            sqlite_migrated_with(&url, migrations_before_split(super::migrations::SQLITE)).await;
         for (key, status) in [("k-old-accepted", "accepted"), ("k-old-failed", "failed")] {
             let id = Uuid::now_v7();
             sqlx::query(OLD_ENTRY)
@@ -1204,11 +1201,7 @@ async fn sqlite_entries_stored_before_the_state_split_survive_it() {
 #[tokio::test]
 async fn postgres_entries_stored_before_the_state_split_survive_it() {
     on_pg_schema(|store| async move {
-        let mut old =
-            super::migrations::migrator(migrations_before_split(super::migrations::POSTGRES))
-                .expect("migrator");
-        old.create_schema(format!("\"{}\"", store.schema()));
-        old.run(store.pool()).await.expect("old migrations");
+        pg_migrated_with(&store, migrations_before_split(super::migrations::POSTGRES)).await;
         for (key, status) in [("k-old-accepted", "accepted"), ("k-old-failed", "failed")] {
             let id = Uuid::now_v7();
             sqlx::query(OLD_ENTRY)
@@ -1243,6 +1236,36 @@ const OLD_ENTRY: &str = "INSERT INTO webhook_entries (id, source, topic, tenant,
         'boom', 'shopify', '1.0.0', 'corr')";
 const OLD_EVENT: &str = "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, \
         next_attempt_at, created_at) VALUES ($1, $2, 0, 's', '{}', $3, $3)";
+
+/// A SQLite file at `url` with `files` applied and nothing else: a database as an older
+/// gateway left it, open to write its rows.
+async fn sqlite_migrated_with(
+    url: &str,
+    files: &'static [(&'static str, &'static str)],
+) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+        .expect("url")
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("open");
+    super::migrations::migrator(files)
+        .expect("migrator")
+        .run_direct(None, &mut conn, false)
+        .await
+        .expect("older migrations");
+    conn
+}
+
+/// `store`'s schema with `files` applied and nothing else.
+async fn pg_migrated_with(store: &PgStore, files: &'static [(&'static str, &'static str)]) {
+    let mut old = super::migrations::migrator(files).expect("migrator");
+    old.create_schema(format!("\"{}\"", store.schema()));
+    old.run(store.pool()).await.expect("older migrations");
+}
 
 /// The migrations of `files` that come before the entries' state split.
 fn migrations_before_split(
@@ -1328,21 +1351,11 @@ async fn sqlite_entries_stored_with_a_state_row_each_survive_its_removal() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("split.db").display());
     {
-        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
-            .expect("url")
-            .create_if_missing(true)
-            .foreign_keys(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .expect("open");
-        super::migrations::migrator(migrations_before(
-            super::migrations::SQLITE,
-            "entry_status_derived",
-        ))
-        .expect("migrator")
-        .run_direct(None, &mut conn, false)
-        .await
-        .expect("split migrations");
+        let mut conn = sqlite_migrated_with(
+            &url,
+            migrations_before(super::migrations::SQLITE, "entry_status_derived"),
+        )
+        .await;
         for (key, status, event_status) in SPLIT_ENTRIES {
             let id = Uuid::now_v7();
             let micros = at(0).timestamp_micros();
@@ -1390,13 +1403,11 @@ async fn sqlite_entries_stored_with_a_state_row_each_survive_its_removal() {
 #[tokio::test]
 async fn postgres_entries_stored_with_a_state_row_each_survive_its_removal() {
     on_pg_schema(|store| async move {
-        let mut old = super::migrations::migrator(migrations_before(
-            super::migrations::POSTGRES,
-            "entry_status_derived",
-        ))
-        .expect("migrator");
-        old.create_schema(format!("\"{}\"", store.schema()));
-        old.run(store.pool()).await.expect("split migrations");
+        pg_migrated_with(
+            &store,
+            migrations_before(super::migrations::POSTGRES, "entry_status_derived"),
+        )
+        .await;
         for (key, status, event_status) in SPLIT_ENTRIES {
             let id = Uuid::now_v7();
             sqlx::query(SPLIT_RECORD)
