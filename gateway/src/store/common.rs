@@ -219,7 +219,7 @@ where
         q.push(" AND r.source = ").push_bind(source.clone());
     }
     match filter.status {
-        Some(status) if stated => {
+        Some(status @ (EntryStatus::Failed | EntryStatus::Dead)) => {
             q.push(" AND s.status = ").push_bind(status.as_str());
         }
         Some(EntryStatus::Accepted) => {
@@ -228,7 +228,7 @@ where
                  (SELECT entry_id FROM webhook_events WHERE status = 'pending')",
             );
         }
-        Some(_) => {
+        Some(EntryStatus::Published) => {
             q.push(
                 " AND s.status IS NULL AND NOT EXISTS \
                  (SELECT 1 FROM webhook_events p WHERE p.entry_id = r.id AND p.status = 'pending')",
