@@ -1302,6 +1302,53 @@ const SPLIT_STATE: &str = "INSERT INTO webhook_entry_states (id, status, attempt
 const SPLIT_EVENT_STATUS: &str = "UPDATE webhook_events SET status = $2, next_attempt_at = \
         NULL WHERE entry_id = $1";
 
+/// Writes [`SPLIT_ENTRIES`] through `conn`, received at `received_at` as the backend
+/// stores a time.
+async fn insert_split_entries<DB, T>(conn: &mut DB::Connection, received_at: T)
+where
+    DB: sqlx::Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    T: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + Copy + Send + 'static,
+    Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for (key, status, event_status) in SPLIT_ENTRIES {
+        let id = Uuid::now_v7();
+        let body = binary_body(key);
+        sqlx::query::<DB>(SPLIT_RECORD)
+            .bind(id)
+            .bind(key)
+            .bind(&body[..])
+            .bind(received_at)
+            .execute(&mut *conn)
+            .await
+            .expect("record");
+        sqlx::query::<DB>(SPLIT_STATE)
+            .bind(id)
+            .bind(status)
+            .bind(received_at)
+            .execute(&mut *conn)
+            .await
+            .expect("state");
+        sqlx::query::<DB>(OLD_EVENT)
+            .bind(format!("{key}:0"))
+            .bind(id)
+            .bind(received_at)
+            .execute(&mut *conn)
+            .await
+            .expect("event");
+        sqlx::query::<DB>(SPLIT_EVENT_STATUS)
+            .bind(id)
+            .bind(event_status)
+            .execute(&mut *conn)
+            .await
+            .expect("event status");
+    }
+}
+
 /// After the migration that derives entry status from events, the entries stored with a
 /// state row each keep their status; only the dead one keeps its row.
 async fn split_entries_keep_their_status(store: Arc<dyn Store>) {
@@ -1356,47 +1403,16 @@ async fn sqlite_entries_stored_with_a_state_row_each_survive_its_removal() {
             migrations_before(super::migrations::SQLITE, "entry_status_derived"),
         )
         .await;
-        for (key, status, event_status) in SPLIT_ENTRIES {
-            let id = Uuid::now_v7();
-            let micros = at(0).timestamp_micros();
-            sqlx::query(SPLIT_RECORD)
-                .bind(id)
-                .bind(key)
-                .bind(&binary_body(key)[..])
-                .bind(micros)
-                .execute(&mut conn)
-                .await
-                .expect("record");
-            sqlx::query(SPLIT_STATE)
-                .bind(id)
-                .bind(status)
-                .bind(micros)
-                .execute(&mut conn)
-                .await
-                .expect("state");
-            sqlx::query(OLD_EVENT)
-                .bind(format!("{key}:0"))
-                .bind(id)
-                .bind(micros)
-                .execute(&mut conn)
-                .await
-                .expect("event");
-            sqlx::query(SPLIT_EVENT_STATUS)
-                .bind(id)
-                .bind(event_status)
-                .execute(&mut conn)
-                .await
-                .expect("event status");
-        }
+        insert_split_entries::<sqlx::Sqlite, _>(&mut conn, at(0).timestamp_micros()).await;
         conn.close().await.expect("close");
     }
     let store = Arc::new(SqliteStore::connect(&url).await.expect("reopen"));
     store.migrate().await.expect("the migration");
-    let states: (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_entry_states")
-        .fetch_one(store.pool())
-        .await
-        .expect("count");
-    assert_eq!(states.0, 1, "only the dead entry keeps a state row");
+    assert_eq!(
+        state_row_ids(store.pool()).await.len(),
+        1,
+        "only the dead entry keeps a state row"
+    );
     split_entries_keep_their_status(store).await;
 }
 
@@ -1408,43 +1424,15 @@ async fn postgres_entries_stored_with_a_state_row_each_survive_its_removal() {
             migrations_before(super::migrations::POSTGRES, "entry_status_derived"),
         )
         .await;
-        for (key, status, event_status) in SPLIT_ENTRIES {
-            let id = Uuid::now_v7();
-            sqlx::query(SPLIT_RECORD)
-                .bind(id)
-                .bind(key)
-                .bind(&binary_body(key)[..])
-                .bind(at(0))
-                .execute(store.pool())
-                .await
-                .expect("record");
-            sqlx::query(SPLIT_STATE)
-                .bind(id)
-                .bind(status)
-                .bind(at(0))
-                .execute(store.pool())
-                .await
-                .expect("state");
-            sqlx::query(OLD_EVENT)
-                .bind(format!("{key}:0"))
-                .bind(id)
-                .bind(at(0))
-                .execute(store.pool())
-                .await
-                .expect("event");
-            sqlx::query(SPLIT_EVENT_STATUS)
-                .bind(id)
-                .bind(event_status)
-                .execute(store.pool())
-                .await
-                .expect("event status");
-        }
+        let mut conn = store.pool().acquire().await.expect("connection");
+        insert_split_entries::<sqlx::Postgres, _>(&mut conn, at(0)).await;
+        drop(conn);
         store.migrate().await.expect("the migration");
-        let states: (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_entry_states")
-            .fetch_one(store.pool())
-            .await
-            .expect("count");
-        assert_eq!(states.0, 1, "only the dead entry keeps a state row");
+        assert_eq!(
+            state_row_ids(store.pool()).await.len(),
+            1,
+            "only the dead entry keeps a state row"
+        );
         split_entries_keep_their_status(store).await;
     })
     .await;
