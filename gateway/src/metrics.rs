@@ -113,7 +113,7 @@ impl Metrics {
         let dedupe_errors = Counter::default();
         registry.register(
             "dedupe_errors",
-            "Dedupe cache calls that failed (ingestion went on with storage deciding)",
+            "Dedupe cache calls that failed or were skipped while the cache was behind (storage decided)",
             dedupe_errors.clone(),
         );
         let storage_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
