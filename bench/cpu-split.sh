@@ -14,19 +14,8 @@ mode=${1:-production}
 load=${2:-target/release/hookgate-load}
 seconds=${3:-8}
 hz=$(getconf CLK_TCK)
+source "$(dirname "$0")/lib.sh"
 
-ticks_of() { # pids...: user + system ticks
-  for pid in "$@"; do awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true; done |
-    awk '{s += $1} END {print s + 0}'
-}
-pg_ticks() {
-  local postmaster
-  postmaster=$(pgrep -u postgres -o postgres)
-  {
-    ticks_of $(pgrep -u postgres postgres)
-    awk '{print $16 + $17}' "/proc/$postmaster/stat"
-  } | awk '{s += $1} END {print s}'
-}
 redis_ticks() { ticks_of $(pgrep -x redis-server); }
 nats_ticks() { ticks_of $(pgrep -x nats-server); }
 idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
@@ -47,8 +36,8 @@ idle1=$(idle_ticks)
 sleep 2 # let the run's backends exit and be reaped
 pg1=$(pg_ticks); redis1=$(redis_ticks); nats1=$(nats_ticks)
 out=$(cat /tmp/cpu-split.$$); rm -f /tmp/cpu-split.$$
-accepted=$(grep -Eo '[0-9]+ webhooks accepted' <<<"$out" | grep -Eo '^[0-9]+')
-rate=$(grep "^| $mode" <<<"$out" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
+accepted=$(accepted_in "$out")
+rate=$(rate_in "$out" "$mode")
 per() { echo $(( $1 * 1000000 / hz / accepted )); }
 echo "$mode: ${rate}/s, ${accepted} accepted; µs CPU a webhook (warm-up included):" \
   "load process $(per "$load_ticks"), PostgreSQL $(per $((pg1 - pg0)))," \

@@ -8,24 +8,18 @@
 #   LOAD_BINARY defaults to target/release/hookgate-load; run it on an otherwise idle
 #   PostgreSQL (127.0.0.1:5432), as root or as the postgres user, to read its processes.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 load=${1:-target/release/hookgate-load}
 seconds=${2:-8}
-postmaster=$(pgrep -u postgres -o postgres)
-pg_cpu_ticks() {
-  {
-    for pid in $(pgrep -u postgres postgres); do awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true; done
-    awk '{print $16 + $17}' "/proc/$postmaster/stat"
-  } | awk '{s += $1} END {print s}'
-}
 wal_bytes() { psql -h 127.0.0.1 -U postgres test -At -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"; }
 
 sleep 1
-cpu0=$(pg_cpu_ticks); wal0=$(wal_bytes)
+cpu0=$(pg_ticks); wal0=$(wal_bytes)
 out=$("$load" --mode production --seconds "$seconds" --warmup-seconds 2 2>&1)
 sleep 2 # let the run's backends exit and be reaped
-cpu1=$(pg_cpu_ticks); wal1=$(wal_bytes)
-accepted=$(grep -Eo '[0-9]+ webhooks accepted' <<<"$out" | grep -Eo '^[0-9]+')
-rate=$(grep '^| production' <<<"$out" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
+cpu1=$(pg_ticks); wal1=$(wal_bytes)
+accepted=$(accepted_in "$out")
+rate=$(rate_in "$out" production)
 hz=$(getconf CLK_TCK)
 echo "production: ${rate}/s, ${accepted} accepted;" \
   "PostgreSQL $(( (cpu1 - cpu0) * 1000000 / hz / accepted )) µs CPU and" \
