@@ -89,7 +89,8 @@ impl BatchWriter {
 
     /// Stores one webhook unless the dedupe cache already knows `cache_key` (then the
     /// outcome is the duplicate it points to); returns once its batch has committed (or
-    /// failed) and its key is remembered for `ttl`.
+    /// failed). The key is handed to the cache for `ttl` after the commit, and may reach it
+    /// a moment after this returns.
     pub async fn insert(
         &self,
         webhook: NewWebhook,
@@ -314,7 +315,7 @@ mod tests {
         );
         assert_eq!(cached(dedupe.as_ref(), &cache_key).await, Some(first_id));
 
-        // Answered from the cache now; the twin is not written.
+        // The cache knows the key now: the twin is answered as the first's duplicate.
         let twin = webhook("shopify", &idempotency_key, Utc::now(), 1);
         let outcome = writer.insert(twin, cache_key.clone(), ttl).await;
         assert!(

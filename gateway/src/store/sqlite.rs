@@ -444,15 +444,14 @@ impl Store for SqliteStore {
         // bind whatever the count, never near SQLite's bound-parameter limit.
         let ids = serde_json::to_string(event_ids)
             .map_err(|e| StoreError::Internal(format!("cannot encode event ids: {e}")))?;
-        self.write(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{BEGIN_WRITE}{PUBLISH_EVENTS};\n{END_WRITE}"
-            )))
+        // One statement is its own transaction: it needs no BEGIN/COMMIT around it.
+        sqlx::query(PUBLISH_EVENTS)
             .bind(micros(at))
-            .bind(ids.as_str()),
-        )
-        .await
-        .map(|_| ())
+            .bind(ids.as_str())
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(sqlite_error)
     }
 
     async fn mark_retry(
