@@ -54,6 +54,8 @@ pub struct Metrics {
     pub plugin_failures: Family<PluginFailure, Counter>,
     pub dedupe_hits: Family<SourceLabel, Counter>,
     pub dedupe_errors: Counter,
+    pub dedupe_lookup_duration: Histogram,
+    pub storage_queue_wait: Histogram,
     pub storage_batch_size: Histogram,
     pub storage_commit_duration: Histogram,
     pub events_published: Counter,
@@ -115,6 +117,20 @@ impl Metrics {
             "dedupe_errors",
             "Dedupe cache calls that failed or were skipped while the cache was behind (storage decided)",
             dedupe_errors.clone(),
+        );
+        let dedupe_lookup_duration = latency_histogram();
+        registry.register_with_unit(
+            "dedupe_lookup_duration",
+            "Time of one dedupe cache lookup, made for a storage batch's keys at once",
+            Unit::Seconds,
+            dedupe_lookup_duration.clone(),
+        );
+        let storage_queue_wait = latency_histogram();
+        registry.register_with_unit(
+            "storage_queue_wait",
+            "Time a webhook waits for a storage writer to take it into a batch",
+            Unit::Seconds,
+            storage_queue_wait.clone(),
         );
         let storage_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         registry.register(
@@ -187,6 +203,8 @@ impl Metrics {
             plugin_failures,
             dedupe_hits,
             dedupe_errors,
+            dedupe_lookup_duration,
+            storage_queue_wait,
             storage_batch_size,
             storage_commit_duration,
             events_published,

@@ -333,12 +333,26 @@ fn print_batching(name: &str, exposition: &str) {
     let publications = value("hookgate_publish_duration_seconds_count");
     let published = value("hookgate_events_published_total");
     let per = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let mean_ms = |histogram: &str| {
+        per(
+            value(&format!("{histogram}_sum")) * 1000.0,
+            value(&format!("{histogram}_count")),
+        )
+    };
     eprintln!(
         "{name}: {commits} storage commits, {:.1} webhooks each, {:.2} ms each; \
          {publications} publications, {:.1} events each",
         per(stored, commits),
         per(commit_seconds * 1000.0, commits),
         per(published, publications),
+    );
+    eprintln!(
+        "{name}: mean server-side request {:.2} ms: plugin call {:.2} ms, waiting for a \
+         storage writer {:.2} ms, then per batch a dedupe lookup of {:.2} ms and the commit",
+        mean_ms("hookgate_webhook_request_duration_seconds"),
+        mean_ms("hookgate_plugin_call_duration_seconds"),
+        mean_ms("hookgate_storage_queue_wait_seconds"),
+        mean_ms("hookgate_dedupe_lookup_duration_seconds"),
     );
 }
 

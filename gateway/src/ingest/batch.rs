@@ -26,6 +26,8 @@ type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 
 /// A webhook waiting for its batch.
 struct Pending {
+    /// When it joined the queue, for the queue-wait metric.
+    queued: Instant,
     webhook: NewWebhook,
     /// Its key in the dedupe cache, and how long the cache keeps it.
     cache_key: String,
@@ -100,6 +102,7 @@ impl BatchWriter {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending {
+                queued: Instant::now(),
                 webhook,
                 cache_key,
                 ttl,
@@ -142,7 +145,16 @@ impl Writer {
     }
 
     async fn write(&self, items: Vec<Pending>) {
+        let taken = Instant::now();
+        for item in &items {
+            self.metrics
+                .storage_queue_wait
+                .observe(taken.duration_since(item.queued).as_secs_f64());
+        }
         let cached = self.cached(&items).await;
+        self.metrics
+            .dedupe_lookup_duration
+            .observe(taken.elapsed().as_secs_f64());
         let mut batch = Vec::with_capacity(items.len());
         let mut waiting = Vec::with_capacity(items.len());
         for (item, cached) in items.into_iter().zip(cached) {

@@ -202,6 +202,13 @@ async fn health_reports_every_dependency_and_metrics_are_prefixed() {
         text.contains("hookgate_plugin_call_duration_seconds_bucket"),
         "{text}"
     );
+    // The one webhook waited for a writer once, and its batch asked the cache once.
+    for timed in [
+        "hookgate_storage_queue_wait_seconds_count 1",
+        "hookgate_dedupe_lookup_duration_seconds_count 1",
+    ] {
+        assert!(text.contains(timed), "{timed} missing from {text}");
+    }
     for line in text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
