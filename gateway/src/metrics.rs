@@ -79,7 +79,7 @@ impl Metrics {
         let webhooks_received = Family::<SourceOutcome, Counter>::default();
         registry.register(
             "webhooks_received",
-            "Webhooks received, by source and outcome (accepted, duplicate, failed, rejected, handshake, unavailable, error)",
+            "Webhooks received, by source and outcome (accepted, duplicate, handshake, rejected, unknown_source, plugin_fault, unavailable, error); a webhook stored as failed counts as accepted",
             webhooks_received.clone(),
         );
         let request_duration = Family::<SourceLabel, Histogram>::new_with_constructor(
@@ -257,5 +257,64 @@ mod tests {
         {
             assert!(line.starts_with("hookgate_"), "unprefixed metric: {line}");
         }
+    }
+
+    /// The names operators query: a counter's samples end in `_total`, an info's in
+    /// `_info`, the others keep the family's name. A labelled family is exported only once
+    /// it has a child, so each gets one here.
+    fn exported_names() -> std::collections::BTreeSet<String> {
+        let metrics = Metrics::new();
+        let source = SourceLabel {
+            source: "shopify".into(),
+        };
+        let plugin = PluginLabel {
+            plugin: "shopify".into(),
+        };
+        let reason = ReasonLabel { reason: "any" };
+        metrics.webhook("shopify", "accepted");
+        metrics.request_duration.get_or_create(&source).observe(0.0);
+        metrics
+            .plugin_call_duration
+            .get_or_create(&plugin)
+            .observe(0.0);
+        metrics
+            .plugin_failures
+            .get_or_create(&PluginFailure {
+                plugin: "shopify".into(),
+                kind: "trap",
+            })
+            .inc();
+        metrics.dedupe_hits.get_or_create(&source).inc();
+        metrics.publish_failures.get_or_create(&reason).inc();
+        metrics.http_rejected.get_or_create(&reason).inc();
+        metrics
+            .encode()
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|declaration| {
+                let (name, kind) = declaration.split_once(' ')?;
+                Some(match kind {
+                    "counter" => format!("{name}_total"),
+                    "info" => format!("{name}_info"),
+                    _ => name.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_every_metric_and_no_other() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Metrics\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README.md has a Metrics section");
+        let listed: std::collections::BTreeSet<String> = section
+            .split('`')
+            .filter(|word| word.starts_with("hookgate_"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(listed, exported_names());
     }
 }
