@@ -9,8 +9,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 mod json;
+#[path = "../../json_object.rs"]
+mod json_object;
 
-use json::Object;
+use json_object::Object;
 
 /// The Shopify source plugin.
 pub struct Shopify;

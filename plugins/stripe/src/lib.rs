@@ -10,9 +10,10 @@ use hookgate_plugin_sdk::{
 };
 use serde::Deserialize;
 
-mod json;
+#[path = "../../json_object.rs"]
+mod json_object;
 
-use json::Object;
+use json_object::Object;
 
 /// The Stripe source plugin.
 pub struct Stripe;

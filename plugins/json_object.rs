@@ -1,4 +1,5 @@
-//! JSON helper: insisting on objects where a webhook has them.
+//! Insisting on JSON objects where a webhook has them; shared by the bundled plugins
+//! (each includes this file as a module).
 
 use std::marker::PhantomData;
 
