@@ -329,7 +329,6 @@ fn print_batching(name: &str, exposition: &str) {
     let value = |metric: &str| metric_sum(exposition, metric, "");
     let commits = value("hookgate_storage_batch_size_count");
     let stored = value("hookgate_storage_batch_size_sum");
-    let commit_seconds = value("hookgate_storage_commit_duration_seconds_sum");
     let publications = value("hookgate_publish_duration_seconds_count");
     let published = value("hookgate_events_published_total");
     let per = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
@@ -343,7 +342,7 @@ fn print_batching(name: &str, exposition: &str) {
         "{name}: {commits} storage commits, {:.1} webhooks each, {:.2} ms each; \
          {publications} publications, {:.1} events each",
         per(stored, commits),
-        per(commit_seconds * 1000.0, commits),
+        mean_ms("hookgate_storage_commit_duration_seconds"),
         per(published, publications),
     );
     eprintln!(
