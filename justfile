@@ -4,7 +4,7 @@
 run:
     cargo run --release -- serve
 
-# The whole test suite (needs PostgreSQL, Redis and NATS on localhost).
+# The whole test suite (starts private PostgreSQL, Redis and NATS if none runs on localhost).
 test:
     cargo test --workspace
 

@@ -110,6 +110,7 @@ impl Gateway {
             relay_handle,
             metrics.clone(),
             config.bus.subject_prefix.clone(),
+            config.dedupe_namespace(),
         ));
         let limits = HttpLimits {
             max_body_bytes: usize::try_from(config.max_payload_bytes()).unwrap_or(usize::MAX),

@@ -1,5 +1,5 @@
-//! The Redis dedupe backend against the real Redis on 127.0.0.1:6379 (override with
-//! `HOOKGATE_TEST_REDIS_URL`): round trip, `NX`, TTL, and behaviour while Redis is down.
+//! The Redis dedupe backend against a real Redis (the test run's, see
+//! `hookgate-test-services`): round trip, `NX`, TTL, and behaviour while Redis is down.
 //!
 //! Each test uses its own random key namespace and deletes its keys at the end; keys also
 //! carry a TTL, so a failed test leaves nothing behind for long.
@@ -19,24 +19,10 @@ use uuid::Uuid;
 mod tcp_relay;
 use tcp_relay::Relay;
 
-fn redis_url() -> String {
-    std::env::var("HOOKGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+use hookgate_test_services::redis_url;
 
 fn redis_addr() -> SocketAddr {
-    let url = redis_url();
-    let hostport = url
-        .trim_start_matches("redis://")
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default()
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    hostport
-        .parse()
-        .unwrap_or_else(|e| panic!("test Redis URL {url} must name ip:port: {e}"))
+    hookgate_test_services::services().redis.socket_addr()
 }
 
 /// Fails the test, with a clear message, when the test Redis is not running.
@@ -94,7 +80,7 @@ struct Keys {
 
 impl Keys {
     fn key(&self, name: &str) -> String {
-        let key = cache_key(&self.source, name);
+        let key = cache_key("dedupe-tests", &self.source, name);
         if let Ok(mut used) = self.used.lock() {
             used.push(key.clone());
         }

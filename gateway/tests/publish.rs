@@ -1,5 +1,5 @@
-//! The NATS JetStream sink against the real NATS on 127.0.0.1:4222 (override with
-//! `HOOKGATE_TEST_NATS_URL`), with the envelope it carries.
+//! The NATS JetStream sink against a real NATS server (the test run's, see
+//! `hookgate-test-services`), with the envelope it carries.
 //!
 //! Each test has its own stream name and subject prefix and deletes its stream at the end,
 //! even when it fails.
@@ -18,15 +18,10 @@ use uuid::Uuid;
 mod tcp_relay;
 use tcp_relay::Relay;
 
-fn nats_url() -> String {
-    std::env::var("HOOKGATE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
+use hookgate_test_services::nats_url;
 
 fn nats_addr() -> SocketAddr {
-    let url = nats_url();
-    url.trim_start_matches("nats://")
-        .parse()
-        .unwrap_or_else(|e| panic!("test NATS URL {url} must be nats://ip:port: {e}"))
+    hookgate_test_services::services().nats.socket_addr()
 }
 
 /// A JetStream context of our own, to inspect and clean up behind the sink. Fails the

@@ -283,6 +283,11 @@ pub struct DedupeConfig {
     pub url: ServiceUrl,
     /// How long a seen idempotency key is remembered (`DEDUP_TTL_HOURS`).
     pub ttl_hours: u64,
+    /// What sets this deployment's cache keys apart from another's in a shared Redis.
+    /// Unset, it is derived from the storage's identity: gateways sharing a storage share
+    /// their keys, gateways with storages of their own never see each other's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 impl Default for DedupeConfig {
@@ -290,6 +295,7 @@ impl Default for DedupeConfig {
         Self {
             url: ServiceUrl::new("memory://"),
             ttl_hours: 24,
+            namespace: None,
         }
     }
 }
@@ -629,6 +635,17 @@ impl Config {
                     .max(u64::from(plugin_retry_window_hours)),
             ),
         }
+    }
+
+    /// The dedupe cache's key namespace: `dedupe.namespace`, else 12 hex digits of the
+    /// SHA-256 of the storage's identity (its URL without the password, and the schema).
+    pub fn dedupe_namespace(&self) -> String {
+        if let Some(namespace) = &self.dedupe.namespace {
+            return namespace.clone();
+        }
+        use sha2::{Digest, Sha256};
+        let identity = format!("{}\n{}", self.storage.url.masked(), self.storage.schema);
+        hex::encode(&Sha256::digest(identity.as_bytes())[..6])
     }
 
     /// The configuration as TOML with every secret, the admin token and URL passwords

@@ -781,3 +781,35 @@ fn an_empty_admin_token_closes_the_admin_api() -> TestResult {
     assert_eq!(problems[0].key, "admin_token");
     Ok(())
 }
+
+#[test]
+fn dedupe_namespace_follows_the_storage_unless_set() -> TestResult {
+    let namespace = |storage: &str| -> Result<String, ConfigError> {
+        Ok(load_text(storage, &[], &CliOverrides::default())?.dedupe_namespace())
+    };
+    let a = namespace("[storage]\nurl = \"postgres://hg:one@db:5432/app\"\nschema = \"a\"\n")?;
+    let same_db_other_password =
+        namespace("[storage]\nurl = \"postgres://hg:two@db:5432/app\"\nschema = \"a\"\n")?;
+    let other_schema =
+        namespace("[storage]\nurl = \"postgres://hg:one@db:5432/app\"\nschema = \"b\"\n")?;
+    let other_database =
+        namespace("[storage]\nurl = \"postgres://hg:one@db:5432/other\"\nschema = \"a\"\n")?;
+    assert_eq!(a.len(), 12);
+    assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
+    assert_eq!(
+        a, same_db_other_password,
+        "a rotated password keeps the keys"
+    );
+    assert_ne!(a, other_schema);
+    assert_ne!(a, other_database);
+    assert_eq!(namespace("[dedupe]\nnamespace = \"shop-eu\"\n")?, "shop-eu");
+    Ok(())
+}
+
+#[test]
+fn dedupe_namespace_must_fit_in_a_key() {
+    for bad in ["", "has space", "a:b", &"x".repeat(65)] {
+        let message = load_err(&format!("[dedupe]\nnamespace = \"{bad}\"\n"), &[]);
+        assert!(message.contains("dedupe.namespace"), "{bad:?}: {message}");
+    }
+}

@@ -103,6 +103,17 @@ impl Config {
             &["memory", "redis", "rediss"],
         );
         p.positive("dedupe.ttl_hours", self.dedupe.ttl_hours);
+        if let Some(namespace) = &self.dedupe.namespace {
+            let fits = !namespace.is_empty()
+                && namespace.len() <= 64
+                && namespace.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !fits {
+                p.add(
+                    "dedupe.namespace",
+                    "must be 1 to 64 printable ASCII characters, without spaces or `:`",
+                );
+            }
+        }
 
         check_url(p, "bus.url", &self.bus.url, &["file", "nats"]);
         if !is_stream_name(&self.bus.stream) {

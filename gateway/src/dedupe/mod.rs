@@ -58,9 +58,11 @@ pub trait Dedupe: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
-/// The cache key of a webhook: namespaced so sources never collide.
-pub fn cache_key(source: &str, idempotency_key: &str) -> String {
-    format!("hookgate:dedupe:{source}:{idempotency_key}")
+/// The cache key of a webhook: within the deployment's `namespace` (see
+/// `Config::dedupe_namespace`), so deployments sharing a Redis never collide, and within
+/// its source, so sources never do.
+pub fn cache_key(namespace: &str, source: &str, idempotency_key: &str) -> String {
+    format!("hookgate:{namespace}:dedupe:{source}:{idempotency_key}")
 }
 
 /// Opens the backend the URL names: `memory://` or `redis://host:port[/db]`.

@@ -316,7 +316,7 @@ mod tests {
     async fn stored_keys_reach_the_cache(dedupe: Arc<dyn Dedupe>) {
         let (writer, _store) = writer_over(dedupe.clone()).await;
         let idempotency_key = format!("batch-test-{}", uuid::Uuid::now_v7());
-        let cache_key = crate::dedupe::cache_key("shopify", &idempotency_key);
+        let cache_key = crate::dedupe::cache_key("batch-tests", "shopify", &idempotency_key);
         let ttl = Duration::from_secs(60);
         let first = webhook("shopify", &idempotency_key, Utc::now(), 1);
         let first_id = first.entry.id;
@@ -339,7 +339,7 @@ mod tests {
     async fn a_duplicate_missed_by_the_cache_is_caught_and_cached(dedupe: Arc<dyn Dedupe>) {
         let (writer, store) = writer_over(dedupe.clone()).await;
         let idempotency_key = format!("batch-test-{}", uuid::Uuid::now_v7());
-        let cache_key = crate::dedupe::cache_key("shopify", &idempotency_key);
+        let cache_key = crate::dedupe::cache_key("batch-tests", "shopify", &idempotency_key);
         // Stored behind the cache's back: only the storage's unique key knows it.
         let first = webhook("shopify", &idempotency_key, Utc::now(), 1);
         let first_id = first.entry.id;
@@ -360,13 +360,12 @@ mod tests {
     }
 
     async fn redis() -> Arc<dyn Dedupe> {
-        let dedupe = crate::dedupe::connect("redis://127.0.0.1:6379")
-            .await
-            .expect("redis url");
+        let url = hookgate_test_services::redis_url();
+        let dedupe = crate::dedupe::connect(&url).await.expect("redis url");
         dedupe
             .ping()
             .await
-            .expect("these tests need Redis on 127.0.0.1:6379");
+            .unwrap_or_else(|e| panic!("the test run's Redis at {url} does not answer: {e}"));
         dedupe
     }
 

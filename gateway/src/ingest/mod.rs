@@ -76,6 +76,8 @@ pub struct Pipeline {
     relay: RelayHandle,
     metrics: Arc<Metrics>,
     subject_prefix: String,
+    /// This deployment's share of the dedupe cache (`Config::dedupe_namespace`).
+    cache_namespace: String,
 }
 
 impl Pipeline {
@@ -85,6 +87,7 @@ impl Pipeline {
         relay: RelayHandle,
         metrics: Arc<Metrics>,
         subject_prefix: String,
+        cache_namespace: String,
     ) -> Self {
         Self {
             sources: RwLock::new(Arc::new(sources)),
@@ -92,6 +95,7 @@ impl Pipeline {
             relay,
             metrics,
             subject_prefix,
+            cache_namespace,
         }
     }
 
@@ -377,7 +381,11 @@ impl Pipeline {
         source: &SourceRuntime,
         webhook: NewWebhook,
     ) -> Result<Ingested, IngestError> {
-        let cache_key = dedupe::cache_key(&source.name, &webhook.entry.idempotency_key);
+        let cache_key = dedupe::cache_key(
+            &self.cache_namespace,
+            &source.name,
+            &webhook.entry.idempotency_key,
+        );
         let entry_id = webhook.entry.id;
         let received_at = webhook.entry.received_at;
         let fresh: Vec<OutboxEvent> = webhook

@@ -15,11 +15,7 @@ use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::*;
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn pg_url() -> String {
-    std::env::var("HOOKGATE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
-}
+use hookgate_test_services::postgres_url as pg_url;
 
 /// Runs `case` on a fresh, migrated SQLite store in its own temporary directory.
 async fn on_sqlite<F, Fut>(case: F)
@@ -75,10 +71,7 @@ where
     let schema = format!("t_{}", Uuid::new_v4().simple());
     let store = match PgStore::connect_with_schema(&url, &schema).await {
         Ok(store) => Arc::new(store),
-        Err(e) => panic!(
-            "PostgreSQL is unreachable ({e}); start it or point HOOKGATE_TEST_DATABASE_URL at one \
-             (default {DEFAULT_PG_URL})"
-        ),
+        Err(e) => panic!("the test run's PostgreSQL at {url} refused a connection: {e}"),
     };
     let pool = store.pool().clone();
     let outcome = AssertUnwindSafe(case(store.clone())).catch_unwind().await;
@@ -929,9 +922,7 @@ where
     let schema = format!("t_{}", Uuid::new_v4().simple());
     let store = PgStore::connect_with_schema(&pg_url(), &schema)
         .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL is unreachable ({e}); see HOOKGATE_TEST_DATABASE_URL")
-        });
+        .unwrap_or_else(|e| panic!("the test run's PostgreSQL refused a connection: {e}"));
     assert_eq!(store.schema(), schema);
     let migrated = store.migrate().await;
     let rows = sqlx::query_as(sql)

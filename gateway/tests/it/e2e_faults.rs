@@ -120,9 +120,9 @@ async fn nats_killed_mid_run_loses_nothing() {
 /// Redis unreachable: ingestion goes on and storage still refuses the duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_still_one_entry_per_webhook() {
-    let redis = Cuttable::start("127.0.0.1:6379").await;
+    let redis = Cuttable::start(&services().redis.address).await;
     let mut options = Options::new(Backend::Production);
-    options.redis_url = Some(format!("redis://127.0.0.1:{}", redis.port));
+    options.redis_url = Some(services().redis.url_via(&redis.address()));
     let harness = Harness::start(options).await;
     redis.cut();
     let event_id = uuid::Uuid::new_v4().to_string();
@@ -153,12 +153,9 @@ async fn redis_down_still_one_entry_per_webhook() {
 /// once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_down_is_503_and_the_retry_is_accepted() {
-    let postgres = Cuttable::start("127.0.0.1:5432").await;
+    let postgres = Cuttable::start(&services().postgres.address).await;
     let mut options = Options::new(Backend::Production);
-    options.storage_url = Some(format!(
-        "postgres://postgres@127.0.0.1:{}/test",
-        postgres.port
-    ));
+    options.storage_url = Some(services().postgres.url_via(&postgres.address()));
     let harness = Harness::start(options).await;
     postgres.cut();
     let webhook = shopify_order(&uuid::Uuid::new_v4().to_string());

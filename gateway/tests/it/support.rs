@@ -13,16 +13,7 @@ pub const SHOPIFY_SECRET: &str = "shpss_test_4f1d2c3b5a6978";
 pub const STRIPE_SECRET: &str = "whsec_test_9a8b7c6d5e4f";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-3141592";
 
-pub fn postgres_url() -> String {
-    std::env::var("HOOKGATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-pub fn redis_url() -> String {
-    std::env::var("HOOKGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-pub fn nats_url() -> String {
-    std::env::var("HOOKGATE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
+pub use hookgate_test_services::{nats_url, postgres_url, redis_url, services};
 
 pub fn unique(prefix: &str) -> String {
     format!(
@@ -79,6 +70,8 @@ pub struct Names {
 
 pub struct Harness {
     pub gateway: Option<Gateway>,
+    /// The dedupe cache's key namespace, derived from this test's storage.
+    pub dedupe_namespace: String,
     pub base: String,
     pub client: HttpClient,
     pub names: Names,
@@ -102,12 +95,14 @@ impl Harness {
             }
         };
         let config = config_for(&options, &names);
+        let dedupe_namespace = config.dedupe_namespace();
         let gateway = Gateway::start(&config)
             .await
             .unwrap_or_else(|e| panic!("gateway did not start: {e:#}"));
         let base = format!("http://{}", gateway.local_addr);
         Self {
             gateway: Some(gateway),
+            dedupe_namespace,
             base,
             client: HttpClient::new(),
             names,
@@ -148,12 +143,13 @@ impl Harness {
         }
     }
 
-    /// Drops the PostgreSQL schema and the NATS stream of this test.
+    /// Drops the PostgreSQL schema, the NATS stream and the Redis keys of this test.
     pub async fn cleanup(mut self) {
         self.stop().await;
         if let Backend::Production = self.options.backend {
             drop_schema(&self.names.schema).await;
             delete_stream(&self.names.stream).await;
+            delete_keys(&format!("hookgate:{}:*", self.dedupe_namespace)).await;
         }
     }
 }
@@ -271,7 +267,7 @@ pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
 async fn nats() -> async_nats::jetstream::Context {
     let client = async_nats::connect(nats_url())
         .await
-        .unwrap_or_else(|e| panic!("NATS must be running at {} for this test: {e}", nats_url()));
+        .unwrap_or_else(|e| panic!("NATS at {} is unreachable: {e}", nats_url()));
     async_nats::jetstream::new(client)
 }
 
@@ -342,6 +338,30 @@ pub async fn drop_schema(schema: &str) {
     }
 }
 
+/// Deletes the keys of the test run's Redis that match `pattern`.
+pub async fn delete_keys(pattern: &str) {
+    use fred::prelude::{ClientLike, KeysInterface};
+    use futures::TryStreamExt;
+    let Ok(config) = fred::prelude::Config::from_url(&redis_url()) else {
+        return;
+    };
+    let Ok(client) = fred::prelude::Builder::from_config(config).build() else {
+        return;
+    };
+    if client.init().await.is_err() {
+        return;
+    }
+    let mut pages = client.scan_buffered(pattern, Some(500), None);
+    let mut keys: Vec<fred::types::Key> = Vec::new();
+    while let Ok(Some(key)) = pages.try_next().await {
+        keys.push(key);
+    }
+    if !keys.is_empty() {
+        let _: Result<i64, _> = client.del(keys).await;
+    }
+    let _ = client.quit().await;
+}
+
 /// A nats-server of the test's own on a free loopback port, killed by PID.
 pub struct OwnNats {
     pub port: u16,
@@ -369,14 +389,8 @@ impl OwnNats {
     }
 
     pub async fn start(&mut self) {
-        let binary = [
-            "/usr/sbin/nats-server",
-            "/usr/bin/nats-server",
-            "/usr/local/bin/nats-server",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("nats-server must be installed for the fault tests");
+        let binary = hookgate_test_services::private::find_binary("nats-server")
+            .expect("nats-server must be installed for the fault tests");
         let child = std::process::Command::new(binary)
             .args([
                 "-a",
@@ -462,6 +476,11 @@ impl Cuttable {
             }
         });
         Self { port, cut, task }
+    }
+
+    /// Where clients reach the server through the relay.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// Drops every connection and refuses new ones.
