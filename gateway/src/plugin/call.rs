@@ -7,12 +7,12 @@ use std::sync::Arc;
 use wasmtime::Store;
 
 use super::bindings::{CallState, SourcePlugin, wit};
+use super::convert::{
+    map_error_from_wit, map_outcome_from_wit, request_to_wit, verify_error_from_wit,
+};
 use super::fault::{PluginFault, classify_trap};
 use super::load::Plugin;
-use super::types::{
-    MapError, MapOutcome, Settings, VerifyError, WebhookRequest, map_error_from_wit,
-    map_outcome_from_wit, verify_error_from_wit,
-};
+use super::types::{MapError, MapOutcome, Settings, VerifyError, WebhookRequest};
 
 /// What one call needs besides the plugin. `Debug` shows how many secrets, never their
 /// values.
@@ -137,7 +137,7 @@ impl Plugin {
             Ok(instance) => Ok(Call {
                 store,
                 instance,
-                request: to_wit(request),
+                request: request_to_wit(request),
                 deadline_ticks: self.engine.shared.deadline_ticks,
                 trapped: false,
             }),
@@ -303,16 +303,6 @@ impl VerifiedCall {
             Ok(Err(e)) => Err(MapFailure::Plugin(map_error_from_wit(e))),
             Err(e) => Err(MapFailure::Fault(classify_trap(&e, call.store.data()))),
         }
-    }
-}
-
-fn to_wit(r: &WebhookRequest) -> wit::Request {
-    wit::Request {
-        method: r.method.clone(),
-        topic: r.topic.clone(),
-        query: r.query.clone(),
-        headers: r.headers.clone(),
-        body: r.body.to_vec(),
     }
 }
 

@@ -11,9 +11,10 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::bindings::{CallState, SourcePluginPre};
+use super::convert::metadata_from_wit;
 use super::engine::{PluginEngine, one_line};
 use super::fault::classify_trap;
-use super::types::{Metadata, metadata_from_wit, validate_metadata};
+use super::types::{Metadata, validate_metadata};
 
 /// Why a plugin could not be loaded. `Display` is one line naming the problem.
 #[derive(Debug, thiserror::Error)]

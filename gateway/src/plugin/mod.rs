@@ -7,6 +7,7 @@
 mod bindings;
 mod call;
 mod check;
+mod convert;
 mod engine;
 mod fault;
 mod guest_threads;
