@@ -18,11 +18,11 @@ bench:
 
 # Load benchmark: see BENCHMARKS.md.
 bench-load:
-    cargo run --release -p hookgate --bin hookgate-load -- --mode all
+    cargo run --release -p hookgate-load -- --mode all
 
 # The same load from wrk in a process of its own (apt-get install wrk).
 bench-load-wrk:
-    cargo run --release -p hookgate --bin hookgate-load -- --mode all --driver wrk
+    cargo run --release -p hookgate-load -- --mode all --driver wrk
 
 # The venv of the seed's Python stack, the baseline of issue 3's floor (bench/seed).
 bench-seed-setup:
@@ -30,7 +30,7 @@ bench-seed-setup:
 
 # Ceiling, seed stack, embedded and production in one run, with ratios to the seed.
 bench-load-floor: bench-seed-setup
-    cargo run --release -p hookgate --bin hookgate-load -- --mode floor
+    cargo run --release -p hookgate-load -- --mode floor
 
 # Write the bundled plugins as .wasm files into ./plugins.d.
 export-plugins:

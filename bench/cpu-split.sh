@@ -7,8 +7,8 @@
 #
 # usage: bench/cpu-split.sh [MODE] [LOAD_BINARY] [SECONDS]
 #   MODE is embedded or production (default); LOAD_BINARY defaults to
-#   target/release/hookgate-load. Run as root (or as the servers' users) on otherwise idle
-#   servers on 127.0.0.1.
+#   target/release/hookgate-load (`cargo build --release -p hookgate-load`). Run as root
+#   (or as the servers' users) on otherwise idle servers on 127.0.0.1.
 set -euo pipefail
 mode=${1:-production}
 load=${2:-target/release/hookgate-load}

@@ -5,8 +5,9 @@
 # throughput on a shared machine, since it does not depend on how fast the rest ran.
 #
 # usage: bench/pg-cost.sh [LOAD_BINARY] [SECONDS]
-#   LOAD_BINARY defaults to target/release/hookgate-load; run it on an otherwise idle
-#   PostgreSQL (127.0.0.1:5432), as root or as the postgres user, to read its processes.
+#   LOAD_BINARY defaults to target/release/hookgate-load (`cargo build --release -p
+#   hookgate-load`); run it on an otherwise idle PostgreSQL (127.0.0.1:5432), as root or
+#   as the postgres user, to read its processes.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 load=${1:-target/release/hookgate-load}

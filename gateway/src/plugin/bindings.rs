@@ -12,12 +12,14 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
+use super::types::truncate;
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "source-plugin",
 });
 
-/// The WIT types, under a short name for the conversions in `types`.
+/// The WIT types, under a short name for the conversions in `convert`.
 pub(crate) use self::hookgate::plugin::types as wit;
 
 use self::hookgate::plugin::host::{HashAlgorithm, LogLevel};
@@ -307,7 +309,7 @@ impl hookgate::plugin::host::Host for CallState {
     }
 
     fn log(&mut self, level: LogLevel, message: String) {
-        let message = super::types::truncate(&message, MAX_LOG_MESSAGE);
+        let message = truncate(&message, MAX_LOG_MESSAGE);
         // A plugin must not forge log lines: control characters (newlines, escapes)
         // become spaces.
         let cleaned;

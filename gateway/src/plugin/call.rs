@@ -4,15 +4,15 @@
 use std::fmt;
 use std::sync::Arc;
 
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 
 use super::bindings::{CallState, SourcePlugin, wit};
-use super::engine::one_line;
-use super::load::Plugin;
-use super::types::{
-    MapError, MapOutcome, Settings, VerifyError, WebhookRequest, map_error_from_wit,
-    map_outcome_from_wit, truncate, verify_error_from_wit,
+use super::convert::{
+    map_error_from_wit, map_outcome_from_wit, request_to_wit, verify_error_from_wit,
 };
+use super::fault::{PluginFault, classify_trap};
+use super::load::Plugin;
+use super::types::{MapError, MapOutcome, Settings, VerifyError, WebhookRequest};
 
 /// What one call needs besides the plugin. `Debug` shows how many secrets, never their
 /// values.
@@ -85,42 +85,6 @@ impl OwnedCallInput {
     }
 }
 
-/// The plugin failed rather than answered: a fault of the plugin (or of the host's
-/// capacity), never of the sender.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PluginFault {
-    /// The call ran past the deadline and was interrupted.
-    #[error("plugin timed out")]
-    Timeout,
-    /// The plugin reached the memory cap.
-    #[error("plugin ran out of memory")]
-    OutOfMemory,
-    /// The plugin trapped (panic, `unreachable`, bad memory access...).
-    #[error("plugin trapped: {0}")]
-    Trap(String),
-    /// The plugin answered something the host refuses (unknown secret handle, event type
-    /// that is no subject, bad timestamp...).
-    #[error("plugin returned an invalid result: {0}")]
-    Invalid(String),
-    /// Every instance slot is in use: the gateway is overloaded, the plugin is not at
-    /// fault.
-    #[error("no plugin instance slot free: {0}")]
-    Busy(String),
-}
-
-impl PluginFault {
-    /// A stable machine code for metrics and logs.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::OutOfMemory => "out_of_memory",
-            Self::Trap(_) => "trap",
-            Self::Invalid(_) => "invalid",
-            Self::Busy(_) => "busy",
-        }
-    }
-}
-
 /// Why a verified webhook has no mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapFailure {
@@ -157,40 +121,6 @@ pub enum Processed {
     },
 }
 
-/// Turns a failed wasmtime call into the fault it stands for.
-pub(crate) fn classify_trap(error: &wasmtime::Error, state: &CallState) -> PluginFault {
-    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return PluginFault::Timeout;
-    }
-    // A guest refused memory usually aborts through `unreachable`: the limiter's record,
-    // not the trap code, says why.
-    if state.memory_exhausted() {
-        return PluginFault::OutOfMemory;
-    }
-    if error
-        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
-    {
-        return PluginFault::Busy(one_line(error));
-    }
-    // The trap code (or the innermost cause) says what happened; the wasm backtrace
-    // wasmtime attaches is too long for a log field, and the guest's stderr (a panic
-    // message with its location) says more.
-    let mut detail = match error.downcast_ref::<Trap>() {
-        Some(trap) => trap.to_string(),
-        None => {
-            let root = error.root_cause().to_string();
-            root.split_whitespace().collect::<Vec<_>>().join(" ")
-        }
-    };
-    if let Some(stderr) = state.guest_stderr() {
-        detail.push_str(" (guest stderr: ");
-        detail.push_str(truncate(&stderr, 512));
-        detail.push(')');
-    }
-    PluginFault::Trap(truncate(&detail, 2048).to_string())
-}
-
 impl Plugin {
     /// Starts one webhook's call on a fresh instance. The instance serves `tenant-hint`,
     /// `verify` and `map` for this webhook only and is dropped with the returned value.
@@ -207,7 +137,7 @@ impl Plugin {
             Ok(instance) => Ok(Call {
                 store,
                 instance,
-                request: to_wit(request),
+                request: request_to_wit(request),
                 deadline_ticks: self.engine.shared.deadline_ticks,
                 trapped: false,
             }),
@@ -373,16 +303,6 @@ impl VerifiedCall {
             Ok(Err(e)) => Err(MapFailure::Plugin(map_error_from_wit(e))),
             Err(e) => Err(MapFailure::Fault(classify_trap(&e, call.store.data()))),
         }
-    }
-}
-
-fn to_wit(r: &WebhookRequest) -> wit::Request {
-    wit::Request {
-        method: r.method.clone(),
-        topic: r.topic.clone(),
-        query: r.query.clone(),
-        headers: r.headers.clone(),
-        body: r.body.to_vec(),
     }
 }
 

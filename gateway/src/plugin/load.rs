@@ -11,8 +11,10 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::bindings::{CallState, SourcePluginPre};
+use super::convert::metadata_from_wit;
 use super::engine::{PluginEngine, one_line};
-use super::types::{Metadata, metadata_from_wit, validate_metadata};
+use super::fault::classify_trap;
+use super::types::{Metadata, validate_metadata};
 
 /// Why a plugin could not be loaded. `Display` is one line naming the problem.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +172,7 @@ impl PluginEngine {
     fn call_metadata(&self, pre: &SourcePluginPre<CallState>) -> Result<Metadata, PluginLoadError> {
         let mut store = self.new_store(Arc::from("(loading)"), "load", None);
         let fail = |e: wasmtime::Error, store: &Store<CallState>| {
-            PluginLoadError::MetadataCall(super::call::classify_trap(&e, store.data()).to_string())
+            PluginLoadError::MetadataCall(classify_trap(&e, store.data()).to_string())
         };
         let instance = match pre.instantiate(&mut store) {
             Ok(i) => i,

@@ -7,7 +7,9 @@
 mod bindings;
 mod call;
 mod check;
+mod convert;
 mod engine;
+mod fault;
 mod guest_threads;
 mod load;
 mod registry;
@@ -15,9 +17,10 @@ mod types;
 
 use std::path::{Path, PathBuf};
 
-pub use call::{Call, CallInput, MapFailure, OwnedCallInput, PluginFault, Processed, VerifiedCall};
+pub use call::{Call, CallInput, MapFailure, OwnedCallInput, Processed, VerifiedCall};
 pub use check::{CheckReport, check_file};
 pub use engine::{EPOCH_TICK, EngineError, PluginEngine, PluginLimits};
+pub use fault::PluginFault;
 pub use load::{CompiledFrom, LoadOptions, Plugin, PluginLoadError};
 pub use registry::{PluginInfo, PluginOrigin, PluginRegistry, RegistryError, RegistryOptions};
 pub use types::{

@@ -6,8 +6,6 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use super::bindings::wit;
-
 /// A source's free-form settings handed to its plugin, as (key, value) pairs.
 pub type Settings = Vec<(String, String)>;
 
@@ -201,15 +199,6 @@ pub enum MapOutcome {
 /// Longest text the host accepts in an identifier-like field from a plugin.
 const MAX_FIELD: usize = 1024;
 
-pub(crate) fn metadata_from_wit(m: wit::Metadata) -> Metadata {
-    Metadata {
-        name: m.name,
-        version: m.version,
-        description: m.description,
-        retry_window_hours: m.retry_window_hours,
-    }
-}
-
 /// Checks what a plugin says about itself: a name usable in config and file names, a
 /// semantic version and a one-line description.
 pub(crate) fn validate_metadata(m: &Metadata) -> Result<(), String> {
@@ -266,29 +255,12 @@ fn is_semver(v: &str) -> bool {
         && build.is_none_or(ident)
 }
 
-pub(crate) fn verify_error_from_wit(e: wit::VerifyError) -> VerifyError {
-    match e {
-        wit::VerifyError::MissingSignature(s) => VerifyError::MissingSignature(s),
-        wit::VerifyError::MalformedSignature(s) => VerifyError::MalformedSignature(s),
-        wit::VerifyError::Mismatch(s) => VerifyError::Mismatch(s),
-        wit::VerifyError::Expired(s) => VerifyError::Expired(s),
-        wit::VerifyError::Rejected(s) => VerifyError::Rejected(s),
-    }
-}
-
-pub(crate) fn map_error_from_wit(e: wit::MapError) -> MapError {
-    match e {
-        wit::MapError::UnsupportedTopic(s) => MapError::UnsupportedTopic(s),
-        wit::MapError::MalformedPayload(s) => MapError::MalformedPayload(s),
-        wit::MapError::MissingField(s) => MapError::MissingField(s),
-        wit::MapError::Other(s) => MapError::Other(s),
-    }
-}
-
-/// Converts and checks a plugin's `map` result; the error says what is wrong with it.
-pub(crate) fn map_outcome_from_wit(o: wit::MapOutcome) -> Result<MapOutcome, String> {
+/// Checks what a plugin's `map` returned: text fields of bounded length without control
+/// characters, a timestamp that means an instant, event types usable as subject tokens, a
+/// 2xx handshake with a usable content type. The error says what is wrong.
+pub(crate) fn validate_map_outcome(o: &MapOutcome) -> Result<(), String> {
     match o {
-        wit::MapOutcome::Events(m) => {
+        MapOutcome::Events(m) => {
             if let Some(key) = &m.idempotency_key {
                 check_text("idempotency key", key)?;
             }
@@ -296,45 +268,26 @@ pub(crate) fn map_outcome_from_wit(o: wit::MapOutcome) -> Result<MapOutcome, Str
                 check_text("tenant", tenant)?;
             }
             check_text("topic", &m.topic)?;
-            let occurred_at = match m.occurred_at {
-                None => None,
-                Some(wit::Timestamp::UnixSeconds(s)) => {
-                    if chrono::DateTime::from_timestamp(s, 0).is_none() {
-                        return Err(format!("occurred-at {s} is out of range"));
-                    }
-                    Some(Timestamp::UnixSeconds(s))
+            match &m.occurred_at {
+                Some(Timestamp::UnixSeconds(s))
+                    if chrono::DateTime::from_timestamp(*s, 0).is_none() =>
+                {
+                    return Err(format!("occurred-at {s} is out of range"));
                 }
-                Some(wit::Timestamp::Rfc3339(s)) => {
-                    if chrono::DateTime::parse_from_rfc3339(&s).is_err() {
-                        return Err(format!(
-                            "occurred-at {:?} is not RFC 3339",
-                            truncate(&s, 64)
-                        ));
-                    }
-                    Some(Timestamp::Rfc3339(s))
+                Some(Timestamp::Rfc3339(s)) if chrono::DateTime::parse_from_rfc3339(s).is_err() => {
+                    return Err(format!("occurred-at {:?} is not RFC 3339", truncate(s, 64)));
                 }
-            };
-            let mut events = Vec::with_capacity(m.events.len());
-            for e in m.events {
+                _ => {}
+            }
+            for e in &m.events {
                 check_event_type(&e.event_type)?;
                 if let Some(subject) = &e.subject {
                     check_text("event subject", subject)?;
                 }
-                events.push(DomainEvent {
-                    event_type: e.event_type,
-                    subject: e.subject,
-                    data: e.data,
-                });
             }
-            Ok(MapOutcome::Events(Mapping {
-                idempotency_key: m.idempotency_key,
-                tenant: m.tenant,
-                topic: m.topic,
-                occurred_at,
-                events,
-            }))
+            Ok(())
         }
-        wit::MapOutcome::Respond(h) => {
+        MapOutcome::Respond(h) => {
             if !(200..=299).contains(&h.status) {
                 return Err(format!("handshake status {} is not 2xx", h.status));
             }
@@ -344,11 +297,7 @@ pub(crate) fn map_outcome_from_wit(o: wit::MapOutcome) -> Result<MapOutcome, Str
             {
                 return Err("handshake content-type is empty or not a header value".into());
             }
-            Ok(MapOutcome::Respond(Handshake {
-                status: h.status,
-                content_type: h.content_type,
-                body: h.body,
-            }))
+            Ok(())
         }
     }
 }
@@ -445,41 +394,6 @@ mod tests {
         for bad in ["", "a..b", ".a", "a b", "a.*", "a.>", "a\tb"] {
             assert!(check_event_type(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn map_outcome_checks_timestamps_and_handshakes() {
-        let mapping = |occurred_at| {
-            wit::MapOutcome::Events(wit::Mapping {
-                idempotency_key: None,
-                tenant: None,
-                topic: "t".into(),
-                occurred_at,
-                events: vec![],
-            })
-        };
-        assert!(
-            map_outcome_from_wit(mapping(Some(wit::Timestamp::Rfc3339(
-                "2025-11-24T15:20:00.000Z".into()
-            ))))
-            .is_ok()
-        );
-        assert!(
-            map_outcome_from_wit(mapping(Some(wit::Timestamp::Rfc3339("yesterday".into()))))
-                .is_err()
-        );
-        assert!(
-            map_outcome_from_wit(mapping(Some(wit::Timestamp::UnixSeconds(i64::MAX)))).is_err()
-        );
-        let respond = |status| {
-            wit::MapOutcome::Respond(wit::Handshake {
-                status,
-                content_type: "text/plain".into(),
-                body: vec![],
-            })
-        };
-        assert!(map_outcome_from_wit(respond(200)).is_ok());
-        assert!(map_outcome_from_wit(respond(302)).is_err());
     }
 
     #[test]

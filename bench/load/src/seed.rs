@@ -17,11 +17,11 @@ use super::{Args, Driver, RunResult, cleanup, connect, drive, load_webhook, stre
 
 pub const NAME: &str = "seed stack (FastAPI, Redis, PostgreSQL, JetStream)";
 
-const APP: &str = include_str!("../../../../bench/seed/app.py");
+const APP: &str = include_str!("../../seed/app.py");
 
 /// Where `just bench-seed-setup` puts the venv, found from any working directory.
 fn default_python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/seed-venv/bin/python")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/seed-venv/bin/python")
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<RunResult> {

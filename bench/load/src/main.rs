@@ -29,9 +29,7 @@ use hookgate::app::Gateway;
 use hookgate::config::{CliOverrides, Config};
 use hookgate::sample;
 
-#[path = "load/seed.rs"]
 mod seed;
-#[path = "load/wrk.rs"]
 mod wrk;
 
 // glibc's malloc was a seventh of the gateway's CPU under load (fragmentation
