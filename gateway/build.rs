@@ -1,4 +1,5 @@
-//! Builds the WebAssembly source plugins that ship inside the gateway (`shopify`, `stripe`)
+//! Builds the WebAssembly source plugins that ship inside the gateway (`shopify`, `stripe`,
+//! `github`, `standard-webhooks`, `slack`, `discord`, `generic-hmac`)
 //! and the test plugins (`chaos`, `partial`) for `wasm32-wasip2`, with a nested
 //! `cargo build --release`.
 //!
@@ -21,6 +22,11 @@ const TARGET: &str = "wasm32-wasip2";
 const PACKAGES: &[&str] = &[
     "hookgate-plugin-shopify",
     "hookgate-plugin-stripe",
+    "hookgate-plugin-github",
+    "hookgate-plugin-standard-webhooks",
+    "hookgate-plugin-slack",
+    "hookgate-plugin-discord",
+    "hookgate-plugin-generic-hmac",
     "hookgate-test-plugin-chaos",
     "hookgate-test-plugin-partial",
 ];
@@ -28,6 +34,7 @@ const PACKAGES: &[&str] = &[
 /// Sources whose change must rebuild the plugins.
 const WATCHED: &[&str] = &[
     "wit",
+    "gateway/wit",
     "plugin-sdk/src",
     "plugin-sdk/Cargo.toml",
     "plugins",
@@ -131,7 +138,17 @@ fn run() -> Result<(), String> {
     }
 
     let out = target_dir.join(TARGET).join("release");
-    for name in ["shopify", "stripe", "chaos", "partial"] {
+    for name in [
+        "shopify",
+        "stripe",
+        "github",
+        "standard_webhooks",
+        "slack",
+        "discord",
+        "generic_hmac",
+        "chaos",
+        "partial",
+    ] {
         let file = out.join(format!("{name}.wasm"));
         if !file.is_file() {
             return Err(format!(

@@ -15,10 +15,13 @@ use crate::http::{self, HttpLimits, State};
 use crate::ingest::batch::BatchWriter;
 use crate::ingest::{Pipeline, SourceRuntime, SourceTable};
 use crate::metrics::Metrics;
-use crate::plugin::{PluginEngine, PluginLimits, PluginRegistry, RegistryOptions};
+use crate::plugin::{
+    Credentials, OutputLimits, PluginEngine, PluginLimits, PluginRegistry, RegistryOptions,
+};
 use crate::publish::relay::{Relay, RelayConfig};
 use crate::publish::{self, BusOptions};
 use crate::{dedupe, store};
+use hookgate_plugin_sdk::keys::PublicKey;
 
 /// Webhooks per storage transaction at most.
 const MAX_BATCH: usize = 256;
@@ -66,6 +69,12 @@ impl Gateway {
             // One slot per request the gateway admits, up to tokio's blocking-pool size
             // (plugin calls run there): an admitted request never finds the pool full.
             max_instances: u32::try_from(config.http.max_concurrency.min(512)).unwrap_or(512),
+            output: OutputLimits {
+                max_events: usize::try_from(config.plugins.max_events).unwrap_or(usize::MAX),
+                max_event_bytes: config.plugins.max_event_bytes(),
+                max_error_chars: usize::try_from(config.plugins.max_error_chars)
+                    .unwrap_or(usize::MAX),
+            },
         })
         .context("plugin engine")?;
         let plugin_dir = config
@@ -162,15 +171,29 @@ fn bind_sources(config: &Config, plugins: &PluginRegistry) -> anyhow::Result<Sou
             format!("sources.{name}.plugin: no plugin named \"{plugin_name}\" is loaded")
         })?;
         let retry_window = plugin.metadata().retry_window_hours;
+        let keys = source
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                PublicKey::parse(text).with_context(|| format!("sources.{name}.keys[{i}]"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let public_url = source.public_url.as_ref().or(config.public_url.as_ref());
         table.insert(
             name.to_owned(),
             Arc::new(SourceRuntime {
                 name: name.to_owned(),
-                secrets: source
-                    .secrets
-                    .iter()
-                    .map(|s| s.expose().as_bytes().to_vec())
-                    .collect(),
+                credentials: Credentials {
+                    secrets: source
+                        .secrets
+                        .iter()
+                        .map(|s| s.expose().as_bytes().to_vec())
+                        .collect(),
+                    keys: keys.into(),
+                    public_url: public_url.map(|url| Arc::from(url.as_str())),
+                    allow_raw_mac: source.allow_raw_mac,
+                },
                 settings: Arc::new(
                     source
                         .settings

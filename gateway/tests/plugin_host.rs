@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use hookgate::plugin::{
-    CallInput, CompiledFrom, EPOCH_TICK, LoadOptions, MapError, MapFailure, MapOutcome,
-    OwnedCallInput, Plugin, PluginEngine, PluginFault, PluginLimits, PluginLoadError, PluginOrigin,
-    PluginRegistry, Processed, RegistryOptions, Settings, Timestamp, VerifyError, WebhookRequest,
-    check_file,
+    CallInput, CompiledFrom, Credentials, EPOCH_TICK, LoadOptions, MapError, MapFailure,
+    MapOutcome, OwnedCallInput, Plugin, PluginEngine, PluginFault, PluginLimits, PluginLoadError,
+    PluginOrigin, PluginRegistry, Processed, RegistryOptions, Settings, Timestamp, VerifyError,
+    WebhookRequest, check_file,
 };
 
 const TIMEOUT: Duration = Duration::from_millis(200);
@@ -30,6 +30,7 @@ fn engine() -> PluginEngine {
         timeout: TIMEOUT,
         memory_bytes: MEMORY,
         max_instances: 32,
+        ..PluginLimits::default()
     })
     .expect("engine")
 }
@@ -47,9 +48,10 @@ fn sign(secret: &[u8], body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn request(secret: &[u8], body: &'static [u8]) -> WebhookRequest {
-    WebhookRequest {
+fn request(secret: &[u8], body: &'static [u8]) -> Arc<WebhookRequest> {
+    Arc::new(WebhookRequest {
         method: "POST".into(),
+        path: "/api/v1/webhooks/chaos/orders%2Fcreate".into(),
         topic: Some("orders/create".into()),
         query: None,
         headers: vec![
@@ -58,7 +60,7 @@ fn request(secret: &[u8], body: &'static [u8]) -> WebhookRequest {
             ("x-tenant".into(), "shop-1".into()),
         ],
         body: Bytes::from_static(body),
-    }
+    })
 }
 
 fn settings(pairs: &[(&str, &str)]) -> Settings {
@@ -70,13 +72,13 @@ fn settings(pairs: &[(&str, &str)]) -> Settings {
 
 fn run(
     plugin: &Plugin,
-    req: &WebhookRequest,
+    req: &Arc<WebhookRequest>,
     secrets: &[Vec<u8>],
     s: &Settings,
 ) -> Result<Processed, PluginFault> {
     plugin.process(&CallInput {
         request: req,
-        secrets,
+        credentials: &Credentials::with_secrets(secrets.to_vec()),
         settings: s,
         now_unix_seconds: Some(1_700_000_000),
         correlation_id: "test",
@@ -92,6 +94,7 @@ fn assert_ok_call(plugin: &Plugin) {
         Ok(Processed::Verified {
             matched_secret: Some(0),
             mapped: Ok(MapOutcome::Events(m)),
+            ..
         }) => {
             assert_eq!(m.tenant.as_deref(), Some("shop-1"));
             assert_eq!(m.idempotency_key.as_deref(), Some("delivery-1"));
@@ -121,7 +124,9 @@ fn wrong_signature_is_rejected_and_nothing_is_mapped() {
     );
 
     let mut unsigned = request(b"s3cret", b"{}");
-    unsigned.headers.retain(|(n, _)| n != "x-sig");
+    Arc::make_mut(&mut unsigned)
+        .headers
+        .retain(|(n, _)| n != "x-sig");
     let out = run(chaos(), &unsigned, &secrets, &settings(&[])).unwrap();
     assert!(
         matches!(out, Processed::Rejected(VerifyError::MissingSignature(_))),
@@ -368,8 +373,8 @@ fn concurrent_calls_from_several_threads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_async_returns_the_verified_mapping() {
     let input = OwnedCallInput {
-        request: Arc::new(request(b"k", b"{\"id\":1}")),
-        secrets: Arc::from(vec![b"k".to_vec()]),
+        request: request(b"k", b"{\"id\":1}"),
+        credentials: Credentials::with_secrets(vec![b"k".to_vec()]),
         settings: Arc::new(settings(&[])),
         now_unix_seconds: Some(5),
         correlation_id: "async".into(),
@@ -395,7 +400,10 @@ fn staged_calls_let_the_caller_pick_secrets_from_the_tenant_hint() {
     let tenant = call.tenant_hint(&s).unwrap();
     assert_eq!(tenant.as_deref(), Some("shop-1"));
     let verified = call
-        .verify(&[b"wrong".to_vec(), b"tenant-secret".to_vec()], &s)
+        .verify(
+            &Credentials::with_secrets([b"wrong".to_vec(), b"tenant-secret".to_vec()].to_vec()),
+            &s,
+        )
         .unwrap()
         .expect("signature holds");
     assert_eq!(verified.matched_secret(), Some(1));
@@ -597,6 +605,7 @@ fn calls_beyond_the_instance_limit_are_busy_not_blocked() {
         timeout: TIMEOUT,
         memory_bytes: MEMORY,
         max_instances: 1,
+        ..PluginLimits::default()
     })
     .unwrap();
     let plugin = e.load(&wasm("chaos")).unwrap();
@@ -620,7 +629,10 @@ fn a_trapped_call_cannot_be_resumed() {
         other => panic!("{other:?}"),
     }
     // The instance is dead: verify must not run guest code on it.
-    match call.verify(&[b"k".to_vec()], &settings(&[])) {
+    match call.verify(
+        &Credentials::with_secrets([b"k".to_vec()].to_vec()),
+        &settings(&[]),
+    ) {
         Err(PluginFault::Trap(detail)) => assert!(detail.contains("already failed"), "{detail}"),
         other => panic!("{other:?}"),
     }
@@ -634,6 +646,7 @@ fn instance_slots_are_returned_after_faults() {
         timeout: TIMEOUT,
         memory_bytes: MEMORY,
         max_instances: 2,
+        ..PluginLimits::default()
     })
     .unwrap();
     let plugin = e.load(&wasm("chaos")).unwrap();
@@ -662,7 +675,8 @@ fn overhead_report() {
     let body: &'static [u8] = Box::leak(vec![b'x'; 2048].into_boxed_slice());
     let mut req = request(b"k", body);
     for i in 0..10 {
-        req.headers
+        Arc::make_mut(&mut req)
+            .headers
             .push((format!("x-extra-{i}"), "value".repeat(4)));
     }
     let secrets = [b"k".to_vec()];
@@ -680,7 +694,10 @@ fn overhead_report() {
         let t0 = Instant::now();
         let call = plugin.start(&req, None, "bench").unwrap();
         let t1 = Instant::now();
-        let verified = call.verify(&secrets, &s).unwrap().unwrap();
+        let verified = call
+            .verify(&Credentials::with_secrets(secrets.clone()), &s)
+            .unwrap()
+            .unwrap();
         let t2 = Instant::now();
         verified.map(&s).unwrap();
         let t3 = Instant::now();

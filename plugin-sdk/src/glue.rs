@@ -9,8 +9,8 @@ use crate::types::{
     Verified, VerifyError,
 };
 
-fn request(r: wit::Request) -> Request {
-    Request::from_parts(r.method, r.topic, r.query, r.headers, r.body)
+fn request(r: &wit::Request) -> Request {
+    Request::from_host(r)
 }
 
 /// Runs [`SourcePlugin::metadata`].
@@ -31,7 +31,7 @@ pub fn metadata<P: SourcePlugin>() -> wit::Metadata {
 
 /// Runs [`SourcePlugin::tenant_hint`].
 pub fn tenant_hint<P: SourcePlugin>(
-    req: wit::Request,
+    req: &wit::Request,
     settings: Vec<(String, String)>,
 ) -> Option<String> {
     P::tenant_hint(&request(req), &Settings::from(settings))
@@ -39,12 +39,13 @@ pub fn tenant_hint<P: SourcePlugin>(
 
 /// Runs [`SourcePlugin::verify`].
 pub fn verify<P: SourcePlugin>(
-    req: wit::Request,
+    req: &wit::Request,
     secrets: Vec<u32>,
+    keys: Vec<u32>,
     settings: Vec<(String, String)>,
 ) -> Result<wit::Verified, wit::VerifyError> {
-    match P::verify(&request(req), &secrets, &Settings::from(settings)) {
-        Ok(Verified { secret }) => Ok(wit::Verified { secret }),
+    match P::verify(&request(req), &secrets, &keys, &Settings::from(settings)) {
+        Ok(Verified { secret, key }) => Ok(wit::Verified { secret, key }),
         Err(e) => Err(match e {
             VerifyError::MissingSignature(m) => wit::VerifyError::MissingSignature(m),
             VerifyError::MalformedSignature(m) => wit::VerifyError::MalformedSignature(m),
@@ -57,7 +58,7 @@ pub fn verify<P: SourcePlugin>(
 
 /// Runs [`SourcePlugin::map`].
 pub fn map<P: SourcePlugin>(
-    req: wit::Request,
+    req: &wit::Request,
     settings: Vec<(String, String)>,
 ) -> Result<wit::MapOutcome, wit::MapError> {
     match P::map(&request(req), &Settings::from(settings)) {
@@ -65,10 +66,12 @@ pub fn map<P: SourcePlugin>(
         Ok(MapOutcome::Respond(Handshake {
             status,
             content_type,
+            headers,
             body,
         })) => Ok(wit::MapOutcome::Respond(wit::Handshake {
             status,
             content_type,
+            headers,
             body,
         })),
         Err(e) => Err(match e {

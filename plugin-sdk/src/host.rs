@@ -2,7 +2,10 @@
 //! other target they run the native test host (`TestHost`) so plugin
 //! logic is unit-tested with plain `cargo test`.
 
-use crate::types::{HashAlgorithm, LogLevel, SecretHandle};
+use crate::types::{
+    HashAlgorithm, KeyHandle, LogLevel, Part, Request, SecretEncoding, SecretHandle,
+    SignatureAlgorithm,
+};
 
 #[cfg(target_arch = "wasm32")]
 use crate::bindings::hookgate::plugin::host as imp;
@@ -15,6 +18,46 @@ fn wit_algorithm(algorithm: HashAlgorithm) -> imp::HashAlgorithm {
         HashAlgorithm::Sha1 => imp::HashAlgorithm::Sha1,
         HashAlgorithm::Sha256 => imp::HashAlgorithm::Sha256,
         HashAlgorithm::Sha512 => imp::HashAlgorithm::Sha512,
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn wit_signature(algorithm: SignatureAlgorithm) -> imp::SignatureAlgorithm {
+    match algorithm {
+        SignatureAlgorithm::Ed25519 => imp::SignatureAlgorithm::Ed25519,
+        SignatureAlgorithm::EcdsaP256Sha256 => imp::SignatureAlgorithm::EcdsaP256Sha256,
+        SignatureAlgorithm::RsaPkcs1v15Sha256 => imp::SignatureAlgorithm::RsaPkcs1v15Sha256,
+        SignatureAlgorithm::RsaPkcs1v15Sha1 => imp::SignatureAlgorithm::RsaPkcs1v15Sha1,
+    }
+}
+
+/// The parts as the host reads them: the request's own parts are named, not copied.
+#[cfg(target_arch = "wasm32")]
+fn wit_message(
+    _request: &Request,
+    parts: &[Part<'_>],
+) -> Vec<crate::bindings::hookgate::plugin::types::MessagePart> {
+    use crate::bindings::hookgate::plugin::types::MessagePart;
+    parts
+        .iter()
+        .map(|part| match part {
+            Part::Body => MessagePart::Body,
+            Part::Header(name) => MessagePart::Header((*name).to_owned()),
+            Part::PublicUrl => MessagePart::PublicUrl,
+            Part::Literal(bytes) => MessagePart::Literal(bytes.to_vec()),
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn wit_encoding(
+    encoding: SecretEncoding<'_>,
+) -> crate::bindings::hookgate::plugin::types::SecretEncoding {
+    use crate::bindings::hookgate::plugin::types::SecretEncoding as Wit;
+    match encoding {
+        SecretEncoding::Raw => Wit::Raw,
+        SecretEncoding::Base64(prefix) => Wit::Base64(prefix.to_owned()),
+        SecretEncoding::Hex(prefix) => Wit::Hex(prefix.to_owned()),
     }
 }
 
@@ -35,31 +78,113 @@ fn wit_algorithm(algorithm: HashAlgorithm) -> HashAlgorithm {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+fn wit_signature(algorithm: SignatureAlgorithm) -> SignatureAlgorithm {
+    algorithm
+}
+
+/// Natively the test host has no request of its own: the message is assembled here.
+#[cfg(not(target_arch = "wasm32"))]
+fn wit_message(request: &Request, parts: &[Part<'_>]) -> Option<Vec<u8>> {
+    request.message(parts)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn wit_encoding(encoding: SecretEncoding<'_>) -> SecretEncoding<'_> {
+    encoding
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn wit_level(level: LogLevel) -> LogLevel {
     level
 }
 
-/// HMAC of `message` under the secret behind `secret`; `None` if the handle is unknown.
-pub fn hmac(secret: SecretHandle, algorithm: HashAlgorithm, message: &[u8]) -> Option<Vec<u8>> {
-    imp::hmac(secret, wit_algorithm(algorithm), message)
-}
-
-/// Checks every candidate signature against the HMAC of `message` under each of `secrets`,
-/// in constant time, and returns the first handle that matches.
+/// Checks every candidate MAC against the HMAC of `message` (parts of `request`) under
+/// each of `secrets`, in constant time, and returns the first handle that matches.
 ///
-/// This is the call to use for verification: the comparison happens in the host, and a
-/// secret roll (several secrets, several signatures) costs one call.
+/// This is the call to use for verification: the comparison happens in the host, the body
+/// ([`Part::Body`]) is never copied into the plugin, and a secret roll (several secrets,
+/// several signatures) costs one call.
 pub fn hmac_verify(
+    request: &Request,
     secrets: &[SecretHandle],
     algorithm: HashAlgorithm,
-    message: &[u8],
+    message: &[Part<'_>],
     candidates: &[Vec<u8>],
 ) -> Option<SecretHandle> {
-    imp::hmac_verify(secrets, wit_algorithm(algorithm), message, candidates)
+    hmac_verify_encoded(
+        request,
+        secrets,
+        SecretEncoding::Raw,
+        algorithm,
+        message,
+        candidates,
+    )
+}
+
+/// [`hmac_verify`] for schemes whose secrets hold the key encoded (Standard Webhooks'
+/// `whsec_<base64>`): the host reads each secret as `encoding` says; one that does not
+/// decode never matches.
+pub fn hmac_verify_encoded(
+    request: &Request,
+    secrets: &[SecretHandle],
+    encoding: SecretEncoding<'_>,
+    algorithm: HashAlgorithm,
+    message: &[Part<'_>],
+    candidates: &[Vec<u8>],
+) -> Option<SecretHandle> {
+    imp::hmac_verify(
+        secrets,
+        &wit_encoding(encoding),
+        wit_algorithm(algorithm),
+        &wit_message(request, message),
+        candidates,
+    )
+}
+
+/// The HMAC of `message` (parts of `request`) under the secret behind `secret`, for
+/// schemes [`hmac_verify`] cannot express. The host grants it only to sources whose
+/// configuration allows it (`allow_raw_mac`), since a plugin that could MAC arbitrary
+/// messages could hand out valid signatures; the error says why it was refused.
+pub fn hmac(
+    request: &Request,
+    secret: SecretHandle,
+    encoding: SecretEncoding<'_>,
+    algorithm: HashAlgorithm,
+    message: &[Part<'_>],
+) -> Result<Vec<u8>, String> {
+    imp::hmac(
+        secret,
+        &wit_encoding(encoding),
+        wit_algorithm(algorithm),
+        &wit_message(request, message),
+    )
+}
+
+/// Checks `signature` over `message` (parts of `request`) against each of `keys` that
+/// suits `algorithm`, and returns the first key that verifies it.
+pub fn signature_verify(
+    request: &Request,
+    keys: &[KeyHandle],
+    algorithm: SignatureAlgorithm,
+    message: &[Part<'_>],
+    signature: &[u8],
+) -> Option<KeyHandle> {
+    imp::signature_verify(
+        keys,
+        wit_signature(algorithm),
+        &wit_message(request, message),
+        signature,
+    )
 }
 
 /// SHA-256 digest of `data`.
 pub fn sha256(data: &[u8]) -> Vec<u8> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use crate::bindings::hookgate::plugin::types::MessagePart;
+        imp::sha256(&[MessagePart::Literal(data.to_vec())])
+    }
+    #[cfg(not(target_arch = "wasm32"))]
     imp::sha256(data)
 }
 

@@ -4,8 +4,10 @@
 //! A source plugin knows one webhook sender: how its signature is checked ([`verify`]) and
 //! how its payload becomes domain events ([`map`]). hookgate runs it as a sandboxed
 //! WebAssembly component (`cargo build --target wasm32-wasip2`), one fresh instance per
-//! webhook. Secrets never enter the sandbox: `verify` gets opaque [`SecretHandle`]s and
-//! asks the host to compute or check MACs with them ([`hmac_verify`], [`hmac()`]).
+//! webhook. The delivery stays in the host ([`Request`] reads it on demand), and so do
+//! secrets and keys: `verify` gets opaque [`SecretHandle`]s and [`KeyHandle`]s and asks the
+//! host to check MACs ([`hmac_verify`]) or public-key signatures ([`signature_verify`])
+//! over parts of the request ([`Part`]), so the body is never copied just to be signed.
 //!
 //! On any target other than `wasm32` the host helpers run a native implementation driven
 //! by a `TestHost` (native targets only), so a plugin's logic is unit-tested with plain `cargo test`.
@@ -21,8 +23,8 @@
 //!
 //! ```
 //! use hookgate_plugin_sdk::{
-//!     DomainEvent, HashAlgorithm, MapError, MapOutcome, Mapping, Metadata, Request,
-//!     SecretHandle, Settings, SourcePlugin, Verified, VerifyError,
+//!     DomainEvent, HashAlgorithm, KeyHandle, MapError, MapOutcome, Mapping, Metadata, Part,
+//!     Request, SecretHandle, Settings, SourcePlugin, Verified, VerifyError,
 //! };
 //!
 //! pub struct Acme;
@@ -40,6 +42,7 @@
 //!     fn verify(
 //!         req: &Request,
 //!         secrets: &[SecretHandle],
+//!         _keys: &[KeyHandle],
 //!         _settings: &Settings,
 //!     ) -> Result<Verified, VerifyError> {
 //!         let header = req
@@ -47,7 +50,8 @@
 //!             .ok_or_else(|| VerifyError::MissingSignature("x-signature".into()))?;
 //!         let candidate = hookgate_plugin_sdk::hex_decode(header)
 //!             .ok_or_else(|| VerifyError::MalformedSignature("not hex".into()))?;
-//!         hookgate_plugin_sdk::hmac_verify(secrets, HashAlgorithm::Sha256, req.body(), &[candidate])
+//!         // The host MACs the body it holds: it is never copied into the plugin.
+//!         hookgate_plugin_sdk::hmac_verify(req, secrets, HashAlgorithm::Sha256, &[Part::Body], &[candidate])
 //!             .map(Verified::by)
 //!             .ok_or_else(|| VerifyError::Mismatch("no configured secret matches".into()))
 //!     }
@@ -75,18 +79,19 @@
 //! hookgate_plugin_sdk::export_plugin!(Acme);
 //!
 //! // A native unit test of the plugin: no WASM runtime involved.
-//! use hookgate_plugin_sdk::{TestHost, hex_encode, hmac};
+//! use hookgate_plugin_sdk::{TestHost, hex_encode};
 //!
 //! let host = TestHost::new().secrets(["old-secret", "current-secret"]);
 //! let handles = host.handles();
 //! let body = br#"{"id":"1"}"#;
-//! let signature = hex_encode(&hmac(handles[1], HashAlgorithm::Sha256, body).unwrap());
+//! // Signed as the sender would, with the second secret.
+//! let signature = hex_encode(&host.sign(1, HashAlgorithm::Sha256, body));
 //! let req = Request::post()
 //!     .with_header("X-Signature", signature)
 //!     .with_header("X-Kind", "created")
 //!     .with_body(&body[..]);
 //!
-//! let verified = Acme::verify(&req, &handles, &Settings::new()).unwrap();
+//! let verified = Acme::verify(&req, &handles, &[], &Settings::new()).unwrap();
 //! assert_eq!(verified.secret.and_then(|h| host.secret_index(h)), Some(1));
 //! let Ok(MapOutcome::Events(mapping)) = Acme::map(&req, &Settings::new()) else {
 //!     panic!("expected events");
@@ -100,22 +105,26 @@
 #[doc(hidden)]
 #[allow(missing_docs, dead_code, clippy::all)]
 pub mod bindings;
+#[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod glue;
 mod host;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod keys;
 #[cfg(not(target_arch = "wasm32"))]
 mod testing;
 mod types;
 
 pub use host::{
-    base64_decode, base64_encode, constant_time_eq, hex_decode, hex_encode, hmac, hmac_verify, log,
-    now_unix_seconds, sha256,
+    base64_decode, base64_encode, constant_time_eq, hex_decode, hex_encode, hmac, hmac_verify,
+    hmac_verify_encoded, log, now_unix_seconds, sha256, signature_verify,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use testing::{LogEntry, TestHost};
 pub use types::{
-    DomainEvent, Handshake, HashAlgorithm, LogLevel, MapError, MapOutcome, Mapping, Metadata,
-    Request, SecretHandle, Settings, Timestamp, Verified, VerifyError,
+    DomainEvent, Handshake, HashAlgorithm, KeyHandle, LogLevel, MapError, MapOutcome, Mapping,
+    Metadata, Part, Request, SecretEncoding, SecretHandle, Settings, SignatureAlgorithm, Timestamp,
+    Verified, VerifyError,
 };
 
 /// A webhook source, implemented once per plugin and exported with [`export_plugin!`].
@@ -133,11 +142,13 @@ pub trait SourcePlugin {
         None
     }
 
-    /// Checks that the delivery is authentic, with the host computing MACs under the given
-    /// secret handles; reports the handle that matched.
+    /// Checks that the delivery is authentic, with the host checking MACs under the given
+    /// secret handles ([`hmac_verify`]) or signatures under the given public-key handles
+    /// ([`signature_verify`]); reports the handle that matched.
     fn verify(
         req: &Request,
         secrets: &[SecretHandle],
+        keys: &[KeyHandle],
         settings: &Settings,
     ) -> Result<Verified, VerifyError>;
 
@@ -163,25 +174,26 @@ macro_rules! export_plugin {
                 }
 
                 fn tenant_hint(
-                    request: $crate::bindings::Request,
+                    request: &$crate::bindings::Request,
                     settings: $crate::bindings::Settings,
                 ) -> ::core::option::Option<::std::string::String> {
                     $crate::glue::tenant_hint::<$plugin>(request, settings)
                 }
 
                 fn verify(
-                    request: $crate::bindings::Request,
+                    request: &$crate::bindings::Request,
                     secrets: ::std::vec::Vec<$crate::bindings::SecretHandle>,
+                    keys: ::std::vec::Vec<$crate::bindings::KeyHandle>,
                     settings: $crate::bindings::Settings,
                 ) -> ::core::result::Result<
                     $crate::bindings::Verified,
                     $crate::bindings::VerifyError,
                 > {
-                    $crate::glue::verify::<$plugin>(request, secrets, settings)
+                    $crate::glue::verify::<$plugin>(request, secrets, keys, settings)
                 }
 
                 fn map(
-                    request: $crate::bindings::Request,
+                    request: &$crate::bindings::Request,
                     settings: $crate::bindings::Settings,
                 ) -> ::core::result::Result<
                     $crate::bindings::MapOutcome,

@@ -5,11 +5,14 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use crate::types::{LogLevel, SecretHandle};
+use crate::keys::{KeyError, PublicKey};
+use crate::types::{HashAlgorithm, KeyHandle, LogLevel, SecretHandle};
 
 /// Handles start here rather than at 0 so a plugin that confuses handles with list
 /// indices fails its tests.
 const FIRST_HANDLE: SecretHandle = 0x5EC0;
+/// Key handles start elsewhere, so a plugin that passes one kind for the other fails too.
+const FIRST_KEY_HANDLE: KeyHandle = 0x4E70;
 
 /// One line a plugin logged through the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub struct LogEntry {
 #[derive(Default)]
 struct State {
     secrets: Vec<Vec<u8>>,
+    keys: Vec<PublicKey>,
+    allow_raw_mac: bool,
     now: Option<i64>,
     logs: Vec<LogEntry>,
 }
@@ -41,12 +46,14 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
 /// dropping it resets it again. Tests run on separate threads, so they never share it.
 ///
 /// ```
-/// use hookgate_plugin_sdk::{TestHost, HashAlgorithm, hmac_verify, hmac};
+/// use hookgate_plugin_sdk::{HashAlgorithm, Part, Request, TestHost, hmac_verify};
 ///
 /// let host = TestHost::new().secrets(["old", "new"]).now(1_764_000_000);
 /// let handles = host.handles();
-/// let mac = hmac(handles[1], HashAlgorithm::Sha256, b"body").unwrap();
-/// let matched = hmac_verify(&handles, HashAlgorithm::Sha256, b"body", &[mac]);
+/// let req = Request::post().with_body(&b"body"[..]);
+/// // The sender's side: what the second secret signs.
+/// let mac = host.sign(1, HashAlgorithm::Sha256, b"body");
+/// let matched = hmac_verify(&req, &handles, HashAlgorithm::Sha256, &[Part::Body], &[mac]);
 /// assert_eq!(matched.and_then(|h| host.secret_index(h)), Some(1));
 /// assert_eq!(hookgate_plugin_sdk::now_unix_seconds(), 1_764_000_000);
 /// ```
@@ -76,6 +83,35 @@ impl TestHost {
         self
     }
 
+    /// Configures the public keys, in order, as an operator writes them in `keys = [...]`
+    /// (PEM, DER as base64 or hex, raw bytes...; see [`PublicKey::parse`]); their handles
+    /// are [`TestHost::key_handles`].
+    pub fn keys<I>(self, keys: I) -> Result<Self, KeyError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let keys = keys
+            .into_iter()
+            .map(|k| PublicKey::parse(k.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        with_state(|s| s.keys = keys);
+        Ok(self)
+    }
+
+    /// Grants the raw [`crate::hmac`], as a source's `allow_raw_mac = true` does in the
+    /// gateway. Without it the call is refused, as in the gateway.
+    pub fn allow_raw_mac(self) -> Self {
+        with_state(|s| s.allow_raw_mac = true);
+        self
+    }
+
+    /// The sender's side of a test: the HMAC of `message` under the `index`-th configured
+    /// secret, to build a correctly signed request.
+    pub fn sign(&self, index: usize, algorithm: HashAlgorithm, message: &[u8]) -> Vec<u8> {
+        with_state(|s| native::mac_with_key(&s.secrets[index], algorithm, message))
+    }
+
     /// Freezes the clock at `unix_seconds`.
     pub fn now(self, unix_seconds: i64) -> Self {
         with_state(|s| s.now = Some(unix_seconds));
@@ -99,6 +135,20 @@ impl TestHost {
     /// Which configured secret (its index) `handle` stands for.
     pub fn secret_index(&self, handle: SecretHandle) -> Option<usize> {
         with_state(|s| index_of(s, handle))
+    }
+
+    /// The handles of the configured public keys, in the order given.
+    pub fn key_handles(&self) -> Vec<KeyHandle> {
+        with_state(|s| {
+            (0..s.keys.len())
+                .filter_map(|i| key_handle_of(i, &s.keys))
+                .collect()
+        })
+    }
+
+    /// Which configured key (its index) `handle` stands for.
+    pub fn key_index(&self, handle: KeyHandle) -> Option<usize> {
+        with_state(|s| key_index_of(s, handle))
     }
 
     /// Everything logged so far on this thread.
@@ -129,16 +179,31 @@ fn index_of(state: &State, handle: SecretHandle) -> Option<usize> {
     (index < state.secrets.len()).then_some(index)
 }
 
-/// Native implementations of the host imports, same signatures as the generated ones.
+fn key_handle_of(index: usize, keys: &[PublicKey]) -> Option<KeyHandle> {
+    (index < keys.len())
+        .then(|| KeyHandle::try_from(index).ok())
+        .flatten()
+        .and_then(|i| FIRST_KEY_HANDLE.checked_add(i))
+}
+
+fn key_index_of(state: &State, handle: KeyHandle) -> Option<usize> {
+    let index = usize::try_from(handle.checked_sub(FIRST_KEY_HANDLE)?).ok()?;
+    (index < state.keys.len()).then_some(index)
+}
+
+/// Native implementations of the host imports, as the generated ones take them but with
+/// the message already assembled from the request (`None`: a part it names is absent).
 pub(crate) mod native {
     use base64::Engine as _;
     use hmac::{Hmac, Mac};
     use subtle::ConstantTimeEq;
 
-    use super::{LogEntry, index_of, with_state};
-    use crate::types::{HashAlgorithm, LogLevel, SecretHandle};
+    use super::{LogEntry, index_of, key_index_of, with_state};
+    use crate::types::{
+        HashAlgorithm, KeyHandle, LogLevel, SecretEncoding, SecretHandle, SignatureAlgorithm,
+    };
 
-    fn mac_with_key(key: &[u8], algorithm: HashAlgorithm, message: &[u8]) -> Vec<u8> {
+    pub(crate) fn mac_with_key(key: &[u8], algorithm: HashAlgorithm, message: &[u8]) -> Vec<u8> {
         // `new_from_slice` accepts keys of any length for HMAC, so these cannot fail.
         match algorithm {
             HashAlgorithm::Sha1 => Hmac::<sha1::Sha1>::new_from_slice(key)
@@ -151,28 +216,63 @@ pub(crate) mod native {
         .unwrap_or_default()
     }
 
-    pub(crate) fn hmac(
+    fn mac(
         secret: SecretHandle,
+        encoding: &SecretEncoding<'_>,
         algorithm: HashAlgorithm,
         message: &[u8],
     ) -> Option<Vec<u8>> {
         with_state(|s| {
             let index = index_of(s, secret)?;
-            Some(mac_with_key(&s.secrets[index], algorithm, message))
+            let key = encoding.key(&s.secrets[index])?;
+            Some(mac_with_key(&key, algorithm, message))
         })
+    }
+
+    pub(crate) fn hmac(
+        secret: SecretHandle,
+        encoding: &SecretEncoding<'_>,
+        algorithm: HashAlgorithm,
+        message: &Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
+        if !with_state(|s| s.allow_raw_mac) {
+            return Err("the raw hmac is not granted to this source (allow_raw_mac)".into());
+        }
+        let message = message
+            .as_deref()
+            .ok_or("a header or the public URL the message names is absent")?;
+        mac(secret, encoding, algorithm, message)
+            .ok_or_else(|| "unknown secret handle, or a secret that does not decode".into())
     }
 
     pub(crate) fn hmac_verify(
         secrets: &[SecretHandle],
+        encoding: &SecretEncoding<'_>,
         algorithm: HashAlgorithm,
-        message: &[u8],
+        message: &Option<Vec<u8>>,
         candidates: &[Vec<u8>],
     ) -> Option<SecretHandle> {
+        let message = message.as_deref()?;
         secrets.iter().copied().find(|&handle| {
-            hmac(handle, algorithm, message).is_some_and(|mac| {
+            mac(handle, encoding, algorithm, message).is_some_and(|mac| {
                 candidates
                     .iter()
                     .fold(false, |hit, c| hit | constant_time_eq(&mac, c))
+            })
+        })
+    }
+
+    pub(crate) fn signature_verify(
+        keys: &[KeyHandle],
+        algorithm: SignatureAlgorithm,
+        message: &Option<Vec<u8>>,
+        signature: &[u8],
+    ) -> Option<KeyHandle> {
+        let message = message.as_deref()?;
+        with_state(|s| {
+            keys.iter().copied().find(|&handle| {
+                key_index_of(s, handle)
+                    .is_some_and(|index| s.keys[index].verify(algorithm, message, signature))
             })
         })
     }

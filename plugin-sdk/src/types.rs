@@ -1,35 +1,78 @@
 //! The plain Rust types a plugin works with: what the host hands in and what the plugin
 //! returns. They mirror `wit/plugin.wit` one to one.
 
+use std::cell::OnceCell;
 use std::fmt;
 
 /// An opaque reference to one configured secret of the source, valid for one call.
 ///
-/// The plugin never sees the secret itself: it passes handles to [`crate::hmac`] or
-/// [`crate::hmac_verify`] and reports the one that matched in [`Verified`].
+/// The plugin never sees the secret itself: it passes handles to [`crate::hmac_verify`]
+/// and reports the one that matched in [`Verified`].
 pub type SecretHandle = u32;
 
 /// One webhook delivery, exactly as it reached the gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In a WASM guest the delivery stays in the host: each part is fetched the first time the
+/// plugin reads it (all headers at once), and the body only if the plugin asks for it.
+/// To check a signature over the body, pass [`Part::Body`] to the host instead of reading
+/// it: the bytes are then never copied into the plugin.
+///
+/// In native tests it is built with [`Request::post`] and the `with_*` methods.
 pub struct Request {
-    method: String,
-    topic: Option<String>,
-    query: Option<String>,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    #[cfg(target_arch = "wasm32")]
+    host: Option<core::mem::ManuallyDrop<crate::bindings::hookgate::plugin::types::Request>>,
+    method: OnceCell<String>,
+    topic: OnceCell<Option<String>>,
+    query: OnceCell<Option<String>>,
+    public_url: OnceCell<Option<String>>,
+    headers: OnceCell<Vec<(String, String)>>,
+    body: OnceCell<Vec<u8>>,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method())
+            .field("topic", &self.topic())
+            .field("headers", &self.headers())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Request {
     /// A request with the given HTTP method, no topic, query, headers or body; complete it
     /// with the `with_*` methods (handy in tests).
     pub fn new(method: impl Into<String>) -> Self {
+        let request = Self::empty();
+        let _ = request.method.set(method.into());
+        let _ = request.headers.set(Vec::new());
+        request
+    }
+
+    fn empty() -> Self {
         Self {
-            method: method.into(),
-            topic: None,
-            query: None,
-            headers: Vec::new(),
-            body: Vec::new(),
+            #[cfg(target_arch = "wasm32")]
+            host: None,
+            method: OnceCell::new(),
+            topic: OnceCell::new(),
+            query: OnceCell::new(),
+            public_url: OnceCell::new(),
+            headers: OnceCell::new(),
+            body: OnceCell::new(),
         }
+    }
+
+    /// The delivery the host holds for this call.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn from_host(request: &crate::bindings::hookgate::plugin::types::Request) -> Self {
+        let mut this = Self::empty();
+        // A borrowed handle, valid for the export call this `Request` lives in: it must
+        // never be dropped by the guest, hence `ManuallyDrop`.
+        // SAFETY: the handle comes from a live borrow the host handed to this call.
+        this.host = Some(core::mem::ManuallyDrop::new(unsafe {
+            crate::bindings::hookgate::plugin::types::Request::from_handle(request.handle())
+        }));
+        this
     }
 
     /// Shorthand for `Request::new("POST")`.
@@ -38,50 +81,97 @@ impl Request {
     }
 
     /// Sets the URL topic segment (percent-decoded, as sent).
-    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
-        self.topic = Some(topic.into());
-        self
+    pub fn with_topic(self, topic: impl Into<String>) -> Self {
+        self.with(|r| r.topic = OnceCell::from(Some(topic.into())))
     }
 
     /// Sets the raw query string (without `?`).
-    pub fn with_query(mut self, query: impl Into<String>) -> Self {
-        self.query = Some(query.into());
-        self
+    pub fn with_query(self, query: impl Into<String>) -> Self {
+        self.with(|r| r.query = OnceCell::from(Some(query.into())))
+    }
+
+    /// Sets the URL the sender signed (the gateway's configured `public_url` with the
+    /// request's path and query).
+    pub fn with_public_url(self, url: impl Into<String>) -> Self {
+        self.with(|r| r.public_url = OnceCell::from(Some(url.into())))
     }
 
     /// Appends a header. The name is lower-cased, as the host does.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let mut name = name.into();
         name.make_ascii_lowercase();
-        self.headers.push((name, value.into()));
-        self
+        self.with(|r| {
+            let mut headers = r.headers.take().unwrap_or_default();
+            headers.push((name, value.into()));
+            r.headers = OnceCell::from(headers);
+        })
     }
 
     /// Sets the raw body.
-    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
+    pub fn with_body(self, body: impl Into<Vec<u8>>) -> Self {
+        self.with(|r| r.body = OnceCell::from(body.into()))
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Self)) -> Self {
+        change(&mut self);
         self
     }
 
     /// HTTP method, upper case (`POST`).
     pub fn method(&self) -> &str {
-        &self.method
+        self.method.get_or_init(|| {
+            #[cfg(target_arch = "wasm32")]
+            if let Some(host) = &self.host {
+                return host.method();
+            }
+            String::new()
+        })
     }
 
     /// The topic segment of the URL (`/api/v1/webhooks/{source}/{topic}`), percent-decoded,
     /// exactly as sent; `None` when the URL has none.
     pub fn topic(&self) -> Option<&str> {
-        self.topic.as_deref()
+        self.topic
+            .get_or_init(|| {
+                #[cfg(target_arch = "wasm32")]
+                if let Some(host) = &self.host {
+                    return host.topic();
+                }
+                None
+            })
+            .as_deref()
     }
 
     /// The raw query string without `?`, if any.
     pub fn query(&self) -> Option<&str> {
-        self.query.as_deref()
+        self.query
+            .get_or_init(|| {
+                #[cfg(target_arch = "wasm32")]
+                if let Some(host) = &self.host {
+                    return host.query();
+                }
+                None
+            })
+            .as_deref()
+    }
+
+    /// The URL the sender signed: the gateway's configured `public_url` with this
+    /// request's path and query; `None` when none is configured for the source.
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url
+            .get_or_init(|| {
+                #[cfg(target_arch = "wasm32")]
+                if let Some(host) = &self.host {
+                    return host.public_url();
+                }
+                None
+            })
+            .as_deref()
     }
 
     /// The first value of header `name`, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+        self.headers()
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
@@ -89,7 +179,7 @@ impl Request {
 
     /// Every value of header `name` (compared case-insensitively), in arrival order.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
+        self.headers()
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
@@ -97,29 +187,56 @@ impl Request {
 
     /// All headers in arrival order; names in lower case.
     pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+        self.headers.get_or_init(|| {
+            #[cfg(target_arch = "wasm32")]
+            if let Some(host) = &self.host {
+                return host.headers();
+            }
+            Vec::new()
+        })
     }
 
-    /// The raw body, byte for byte: signatures are computed over these bytes.
+    /// The raw body, byte for byte. In a WASM guest this copies it into the plugin the
+    /// first time: to check a signature over it, pass [`Part::Body`] to the host instead.
     pub fn body(&self) -> &[u8] {
-        &self.body
+        self.body.get_or_init(|| {
+            #[cfg(target_arch = "wasm32")]
+            if let Some(host) = &self.host {
+                return host.body();
+            }
+            Vec::new()
+        })
     }
 
-    pub(crate) fn from_parts(
-        method: String,
-        topic: Option<String>,
-        query: Option<String>,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> Self {
-        Self {
-            method,
-            topic,
-            query,
-            headers,
-            body,
+    /// The bytes `parts` stand for in this request, as the host assembles them; `None`
+    /// when a header or the public URL a part names is absent.
+    pub fn message(&self, parts: &[Part<'_>]) -> Option<Vec<u8>> {
+        let mut message = Vec::new();
+        for part in parts {
+            match part {
+                Part::Body => message.extend_from_slice(self.body()),
+                Part::Header(name) => message.extend_from_slice(self.header(name)?.as_bytes()),
+                Part::PublicUrl => message.extend_from_slice(self.public_url()?.as_bytes()),
+                Part::Literal(bytes) => message.extend_from_slice(bytes),
+            }
         }
+        Some(message)
     }
+}
+
+/// One piece of the message a MAC or signature covers, assembled by the host in the order
+/// given: [`crate::hmac_verify`], [`crate::signature_verify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    /// The raw body (never copied into the plugin).
+    Body,
+    /// The value of the first header with this name (any case); a missing header fails
+    /// the check.
+    Header(&'a str),
+    /// The URL the sender signed ([`Request::public_url`]); none configured fails the check.
+    PublicUrl,
+    /// These bytes.
+    Literal(&'a [u8]),
 }
 
 /// Free-form settings from the source's configuration.
@@ -187,6 +304,8 @@ pub struct Metadata {
 pub struct Verified {
     /// The secret that matched, when the scheme uses one.
     pub secret: Option<SecretHandle>,
+    /// The public key that matched, when the scheme uses one.
+    pub key: Option<KeyHandle>,
 }
 
 impl Verified {
@@ -194,6 +313,15 @@ impl Verified {
     pub fn by(handle: SecretHandle) -> Self {
         Self {
             secret: Some(handle),
+            key: None,
+        }
+    }
+
+    /// Verified with the public key behind `handle`.
+    pub fn by_key(handle: KeyHandle) -> Self {
+        Self {
+            secret: None,
+            key: Some(handle),
         }
     }
 }
@@ -205,7 +333,7 @@ pub enum VerifyError {
     MissingSignature(String),
     /// The signature is present but cannot be parsed.
     MalformedSignature(String),
-    /// No configured secret produces this signature.
+    /// No configured secret or key produces this signature.
     Mismatch(String),
     /// The signature's timestamp is outside the allowed tolerance.
     Expired(String),
@@ -271,8 +399,23 @@ pub struct Handshake {
     pub status: u16,
     /// The `content-type` of the body.
     pub content_type: String,
+    /// More response headers. The host refuses hop-by-hop and framing headers
+    /// (`content-length`, `transfer-encoding`, `connection`, ...).
+    pub headers: Vec<(String, String)>,
     /// The response body.
     pub body: Vec<u8>,
+}
+
+impl Handshake {
+    /// A 200 JSON response with `body`, as most handshakes answer.
+    pub fn json(body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status: 200,
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
 }
 
 /// The result of a successful `map`.
@@ -334,4 +477,61 @@ pub enum LogLevel {
     Warn,
     /// A failure.
     Error,
+}
+
+/// How a configured secret holds the MAC key ([`crate::hmac_verify_encoded`]). Most
+/// schemes use the secret's bytes as they are; some write the key encoded, and the plugin,
+/// which never sees the secret, tells the host how to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretEncoding<'a> {
+    /// The secret's bytes are the key.
+    Raw,
+    /// The key is the base64 (standard or URL-safe, padding optional) of the secret, with
+    /// this prefix removed where the secret starts with it (Standard Webhooks: `whsec_`).
+    Base64(&'a str),
+    /// The key is the hex of the secret, with this prefix removed where present.
+    Hex(&'a str),
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl SecretEncoding<'_> {
+    /// The MAC key `secret` holds, or `None` when it does not decode. The gateway's host
+    /// and the native test host read secrets with this one function.
+    pub fn key(&self, secret: &[u8]) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        // Secrets are pasted in either alphabet, with or without padding.
+        let lenient =
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+        let standard = GeneralPurpose::new(&base64::alphabet::STANDARD, lenient);
+        let url_safe = GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient);
+        let strip = |prefix: &str| secret.strip_prefix(prefix.as_bytes()).unwrap_or(secret);
+        match self {
+            Self::Raw => Some(secret.to_vec()),
+            Self::Base64(prefix) => {
+                let text = strip(prefix);
+                standard
+                    .decode(text)
+                    .or_else(|_| url_safe.decode(text))
+                    .ok()
+            }
+            Self::Hex(prefix) => hex::decode(strip(prefix)).ok(),
+        }
+    }
+}
+
+/// An opaque reference to one configured public key of the source, valid for one call.
+pub type KeyHandle = u32;
+
+/// Public-key signature schemes the host verifies ([`crate::signature_verify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignatureAlgorithm {
+    /// Ed25519 (RFC 8032); the signature is 64 bytes.
+    Ed25519,
+    /// ECDSA over P-256 with SHA-256; the signature is DER or 64 bytes `r || s`.
+    EcdsaP256Sha256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RsaPkcs1v15Sha256,
+    /// RSASSA-PKCS1-v1_5 with SHA-1, for providers that still sign so.
+    RsaPkcs1v15Sha1,
 }

@@ -9,7 +9,7 @@
 //! - A source secret written as exactly `${VAR}` takes the variable as a comma-separated
 //!   list (rotation), like `SHOPIFY_WEBHOOK_SECRET` itself. When *every* secret of a source
 //!   is such a reference to an unset variable, the source is left without secrets and
-//!   validation refuses it with `sources.<name>: no secret configured (VAR is not set)`:
+//!   validation refuses it with `sources.<name>: no secret or key configured (VAR is not set)`:
 //!   the operator learns what is missing, not just which variable. Any other unset
 //!   variable is an error naming the key and the variable.
 //! - A source with `enabled = false` may have no secret: it is not served.
@@ -156,6 +156,11 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// The gateway's address as senders see it (`https://hooks.example.com`), for sources
+    /// that sign the URL they post to: the signed URL is this with the request's path and
+    /// query. A source's own `public_url` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     /// HTTP server limits.
     pub http: HttpConfig,
     /// Durable storage (the outbox).
@@ -181,6 +186,7 @@ impl Default for Config {
             max_payload_size_mb: 10,
             admin_token: None,
             log_format: LogFormat::default(),
+            public_url: None,
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
             dedupe: DedupeConfig::default(),
@@ -395,6 +401,13 @@ pub struct PluginsConfig {
     pub timeout_ms: u64,
     /// Memory cap of one plugin instance, in MiB.
     pub memory_mb: u64,
+    /// Most events one webhook may map to; beyond, it is stored failed.
+    pub max_events: u32,
+    /// Most bytes the events of one webhook may carry in all (an event without data of
+    /// its own carries the whole body), in MiB; beyond, it is stored failed.
+    pub max_event_bytes_mb: u64,
+    /// Longest error or log text kept from a plugin, in characters; longer is cut.
+    pub max_error_chars: u32,
 }
 
 impl Default for PluginsConfig {
@@ -404,6 +417,9 @@ impl Default for PluginsConfig {
             cache_dir: PathBuf::from("data/plugin-cache"),
             timeout_ms: 1000,
             memory_mb: 64,
+            max_events: 100,
+            max_event_bytes_mb: 32,
+            max_error_chars: 1024,
         }
     }
 }
@@ -418,6 +434,11 @@ impl PluginsConfig {
     pub fn memory_bytes(&self) -> u64 {
         self.memory_mb.saturating_mul(MIB)
     }
+
+    /// `max_event_bytes_mb` in bytes.
+    pub fn max_event_bytes(&self) -> u64 {
+        self.max_event_bytes_mb.saturating_mul(MIB)
+    }
 }
 
 /// One webhook source.
@@ -431,6 +452,18 @@ pub struct SourceConfig {
     /// Signing secrets; several = rotation, any may match.
     #[serde(default)]
     pub secrets: Vec<Secret>,
+    /// Public keys for sources that sign with a key pair (Ed25519, ECDSA P-256, RSA): PEM,
+    /// DER as base64 or hex, or the raw key; several = rotation, any may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// The URL senders post this source's webhooks to, for sources that sign it; overrides
+    /// the global `public_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Grants the plugin the raw `hmac` host call. Off by default: a plugin that can MAC
+    /// any message could hand out valid signatures for this source.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_raw_mac: bool,
     /// Overrides the dedupe TTL for this source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedupe_ttl_hours: Option<u64>,
@@ -455,6 +488,9 @@ impl SourceConfig {
         Self {
             plugin: Some(plugin.into()),
             secrets,
+            keys: Vec::new(),
+            public_url: None,
+            allow_raw_mac: false,
             dedupe_ttl_hours: None,
             enabled: true,
             settings: BTreeMap::new(),

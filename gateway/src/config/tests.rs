@@ -366,7 +366,7 @@ fn a_source_whose_only_secret_is_unset_has_no_secret() {
     );
     assert_eq!(
         message,
-        "invalid configuration: sources.shopify: no secret configured \
+        "invalid configuration: sources.shopify: no secret or key configured \
          (SHOPIFY_WEBHOOK_SECRET is not set)"
     );
     let message = load_err(
@@ -374,7 +374,8 @@ fn a_source_whose_only_secret_is_unset_has_no_secret() {
         &[("ACME_NEW", "")],
     );
     assert!(
-        message.contains("sources.acme: no secret configured (ACME_NEW, ACME_OLD are not set)"),
+        message
+            .contains("sources.acme: no secret or key configured (ACME_NEW, ACME_OLD are not set)"),
         "{message}"
     );
 }
@@ -384,7 +385,7 @@ fn a_file_source_needs_a_secret_unless_disabled() -> TestResult {
     let message = load_err("[sources.acme]\nplugin = \"shopify\"\n", &[]);
     assert_eq!(
         message,
-        "invalid configuration: sources.acme: no secret configured"
+        "invalid configuration: sources.acme: no secret or key configured"
     );
     let message = load_err("[sources.acme]\nsecrets = [\"\", \"  \"]\n", &[]);
     assert!(

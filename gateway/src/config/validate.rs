@@ -149,6 +149,20 @@ impl Config {
         }
         p.positive("plugins.timeout_ms", self.plugins.timeout_ms);
         p.positive("plugins.memory_mb", self.plugins.memory_mb);
+        p.positive("plugins.max_events", u64::from(self.plugins.max_events));
+        p.positive(
+            "plugins.max_event_bytes_mb",
+            self.plugins.max_event_bytes_mb,
+        );
+        p.positive(
+            "plugins.max_error_chars",
+            u64::from(self.plugins.max_error_chars),
+        );
+        if let Some(url) = &self.public_url
+            && let Err(why) = public_url_problem(url)
+        {
+            p.add("public_url", why);
+        }
 
         for (name, source) in &self.sources {
             let key = format!("sources.{name}");
@@ -169,12 +183,22 @@ impl Config {
                     format!("`{plugin}` is not a valid plugin name ([a-z0-9][a-z0-9_-]*)"),
                 );
             }
-            if source.enabled && source.secrets.is_empty() {
+            if source.enabled && source.secrets.is_empty() && source.keys.is_empty() {
                 let why = match source.unset_secret_vars.as_slice() {
                     [] => String::new(),
                     vars => format!(" ({} not set)", describe_vars(vars)),
                 };
-                p.add(key.clone(), format!("no secret configured{why}"));
+                p.add(key.clone(), format!("no secret or key configured{why}"));
+            }
+            for (i, text) in source.keys.iter().enumerate() {
+                if let Err(e) = hookgate_plugin_sdk::keys::PublicKey::parse(text) {
+                    p.add(format!("{key}.keys[{i}]"), e.to_string());
+                }
+            }
+            if let Some(url) = &source.public_url
+                && let Err(why) = public_url_problem(url)
+            {
+                p.add(format!("{key}.public_url"), why);
             }
             for (i, secret) in source.secrets.iter().enumerate() {
                 if secret.expose().trim().is_empty() {
@@ -343,6 +367,23 @@ fn check_authority(rest: &str, host_optional: bool) -> Result<(), String> {
         && port.parse::<u16>().map_or(true, |p| p == 0)
     {
         return Err(format!("`{port}` is not a port number"));
+    }
+    Ok(())
+}
+
+/// Why `url` cannot be the address senders sign: an absolute http(s) URL without query
+/// or fragment (the request's own path and query are appended to it).
+fn public_url_problem(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("names no host".into());
+    }
+    if url.contains(['?', '#']) || url.chars().any(char::is_whitespace) {
+        return Err("must have no query, fragment or spaces".into());
     }
     Ok(())
 }

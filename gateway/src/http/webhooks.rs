@@ -132,6 +132,7 @@ async fn respond(
         source,
         request: WebhookRequest {
             method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
             topic,
             query: parts.uri.query().map(str::to_owned),
             headers,
@@ -179,6 +180,16 @@ fn handshake_response(handshake: crate::plugin::Handshake) -> HttpResponse {
     *response.status_mut() = status;
     if let Ok(value) = http::HeaderValue::from_str(&handshake.content_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    // Names and values were checked when the plugin returned them; `append` keeps a
+    // header the plugin repeats.
+    for (name, value) in &handshake.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
     }
     response
 }

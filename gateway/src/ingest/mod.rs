@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::dedupe;
 use crate::metrics::{Metrics, PluginFailure, PluginLabel, SourceLabel};
 use crate::plugin::{
-    DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, OwnedCallInput, Plugin, PluginFault,
-    Processed, Timestamp, VerifyError, WebhookRequest,
+    Credentials, DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, OwnedCallInput, Plugin,
+    PluginFault, Processed, Timestamp, VerifyError, WebhookRequest,
 };
 use crate::publish::envelope::{self, EnvelopeInput, EventData};
 use crate::publish::relay::RelayHandle;
@@ -28,8 +28,8 @@ use batch::BatchWriter;
 pub struct SourceRuntime {
     pub name: String,
     pub plugin: Arc<Plugin>,
-    /// Secret values; the plugin sees only their positions as handles.
-    pub secrets: Arc<[Vec<u8>]>,
+    /// Secrets, keys and the signed URL; the plugin sees only handles.
+    pub credentials: Credentials,
     pub settings: Arc<crate::plugin::Settings>,
     pub dedupe_ttl: Duration,
 }
@@ -148,17 +148,18 @@ impl Pipeline {
         let processed = self
             .call_plugin(&source, request.clone(), &delivery.correlation_id)
             .await?;
-        let (mapped, matched_secret) = match processed {
+        let (mapped, matched_secret, matched_key) = match processed {
             Processed::Rejected(error) => {
                 tracing::warn!(source = %source.name, correlation_id = %delivery.correlation_id, reason = %error, "webhook failed verification");
                 return Err(IngestError::Rejected(error));
             }
             Processed::Verified {
                 matched_secret,
+                matched_key,
                 mapped,
-            } => (mapped, matched_secret),
+            } => (mapped, matched_secret, matched_key),
         };
-        tracing::debug!(source = %source.name, correlation_id = %delivery.correlation_id, ?matched_secret, "webhook verified");
+        tracing::debug!(source = %source.name, correlation_id = %delivery.correlation_id, ?matched_secret, ?matched_key, "webhook verified");
         let webhook = match mapped {
             Ok(MapOutcome::Respond(handshake)) => return Ok(Ingested::Handshake(handshake)),
             Ok(MapOutcome::Events(mapping)) => {
@@ -191,7 +192,7 @@ impl Pipeline {
             .plugin
             .process_async(OwnedCallInput {
                 request,
-                secrets: source.secrets.clone(),
+                credentials: source.credentials.clone(),
                 settings: source.settings.clone(),
                 now_unix_seconds: None,
                 correlation_id: correlation_id.to_owned(),

@@ -1,27 +1,30 @@
 //! Running one webhook through a plugin: a fresh store and instance, `verify` then `map`
-//! on that same instance, under the engine's deadline and memory cap.
+//! on that same instance, under the engine's deadline and memory cap, whichever contract
+//! version the plugin was built against.
 
 use std::fmt;
 use std::sync::Arc;
 
 use wasmtime::Store;
+use wasmtime::component::Resource;
 
-use super::bindings::{CallState, SourcePlugin, wit};
-use super::convert::{
-    map_error_from_wit, map_outcome_from_wit, request_to_wit, verify_error_from_wit,
-};
 use super::fault::{PluginFault, classify_trap};
-use super::load::Plugin;
-use super::types::{MapError, MapOutcome, Settings, VerifyError, WebhookRequest};
+use super::load::{Plugin, PluginPre};
+use super::state::CallState;
+use super::types::{
+    Credentials, MapError, MapOutcome, OutputLimits, Settings, VerifyError, WebhookRequest,
+    validate_map_outcome,
+};
+use super::{v0_1, v0_2};
 
 /// What one call needs besides the plugin. `Debug` shows how many secrets, never their
 /// values.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct CallInput<'a> {
     /// The delivery.
-    pub request: &'a WebhookRequest,
-    /// The source's secret values; the plugin sees handles `0..n` in this order.
-    pub secrets: &'a [Vec<u8>],
+    pub request: &'a Arc<WebhookRequest>,
+    /// The source's secrets, keys and signed URL; the plugin sees handles `0..n`.
+    pub credentials: &'a Credentials,
     /// The source's free-form settings.
     pub settings: &'a Settings,
     /// Replaces the host clock the plugin reads (tests, replays); none uses the system
@@ -33,12 +36,12 @@ pub struct CallInput<'a> {
 
 /// [`CallInput`] with owned data, to move onto a guest thread. `Debug` shows how many
 /// secrets, never their values.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct OwnedCallInput {
     /// The delivery; shared, as the caller keeps it to store.
     pub request: Arc<WebhookRequest>,
-    /// The source's secret values.
-    pub secrets: Arc<[Vec<u8>]>,
+    /// The source's secrets, keys and signed URL.
+    pub credentials: Credentials,
     /// The source's settings.
     pub settings: Arc<Settings>,
     /// Clock override.
@@ -47,37 +50,12 @@ pub struct OwnedCallInput {
     pub correlation_id: String,
 }
 
-fn debug_input(f: &mut fmt::Formatter<'_>, name: &str, input: &CallInput<'_>) -> fmt::Result {
-    f.debug_struct(name)
-        .field("request", input.request)
-        .field(
-            "secrets",
-            &format_args!("<{} redacted>", input.secrets.len()),
-        )
-        .field("settings", input.settings)
-        .field("now_unix_seconds", &input.now_unix_seconds)
-        .field("correlation_id", &input.correlation_id)
-        .finish()
-}
-
-impl fmt::Debug for CallInput<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        debug_input(f, "CallInput", self)
-    }
-}
-
-impl fmt::Debug for OwnedCallInput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        debug_input(f, "OwnedCallInput", &self.as_input())
-    }
-}
-
 impl OwnedCallInput {
     /// Borrows this as a [`CallInput`].
     pub fn as_input(&self) -> CallInput<'_> {
         CallInput {
             request: &self.request,
-            secrets: &self.secrets,
+            credentials: &self.credentials,
             settings: &self.settings,
             now_unix_seconds: self.now_unix_seconds,
             correlation_id: &self.correlation_id,
@@ -113,9 +91,12 @@ pub enum Processed {
     Rejected(VerifyError),
     /// The signature holds.
     Verified {
-        /// Index into `CallInput::secrets` of the secret that matched, if the scheme uses
+        /// Index into the source's secrets of the one that matched, if the scheme uses
         /// one.
         matched_secret: Option<usize>,
+        /// Index into the source's public keys of the one that matched, if the scheme
+        /// uses one.
+        matched_key: Option<usize>,
         /// What the webhook means, or why that is unknown.
         mapped: Result<MapOutcome, MapFailure>,
     },
@@ -126,18 +107,30 @@ impl Plugin {
     /// `verify` and `map` for this webhook only and is dropped with the returned value.
     pub fn start(
         &self,
-        request: &WebhookRequest,
+        request: &Arc<WebhookRequest>,
         now_unix_seconds: Option<i64>,
         correlation_id: &str,
     ) -> Result<Call, PluginFault> {
         let mut store = self
             .engine
             .new_store(self.name.clone(), correlation_id, now_unix_seconds);
-        match self.pre.instantiate(&mut store) {
+        store.data_mut().set_request(Arc::clone(request));
+        let instance = match &self.pre {
+            PluginPre::V0_1(pre) => pre.instantiate(&mut store).map(|bindings| Instance::V0_1 {
+                bindings,
+                request: v0_1::request_to_wit(request),
+            }),
+            PluginPre::V0_2(pre) => pre.instantiate(&mut store).and_then(|bindings| {
+                let request = store.data_mut().table.push(v0_2::CallRequest)?;
+                Ok(Instance::V0_2 { bindings, request })
+            }),
+        };
+        match instance {
             Ok(instance) => Ok(Call {
                 store,
                 instance,
-                request: request_to_wit(request),
+                body_len: request.body.len(),
+                limits: self.engine.shared.limits.output,
                 deadline_ticks: self.engine.shared.deadline_ticks,
                 trapped: false,
             }),
@@ -145,17 +138,18 @@ impl Plugin {
         }
     }
 
-    /// Runs one webhook whose secrets are known up front: `verify` and, if the signature
-    /// holds, `map`, on one fresh instance that is dropped afterwards. (Sources with
-    /// per-tenant secrets use [`start`](Self::start) and [`Call::tenant_hint`] first.)
-    /// Blocking: runs guest code on the calling thread, each export for up to the engine's
-    /// timeout.
+    /// Runs one webhook whose credentials are known up front: `verify` and, if the
+    /// signature holds, `map`, on one fresh instance that is dropped afterwards. (Sources
+    /// with per-tenant secrets use [`start`](Self::start) and [`Call::tenant_hint`]
+    /// first.) Blocking: runs guest code on the calling thread, each export for up to the
+    /// engine's timeout.
     pub fn process(&self, input: &CallInput<'_>) -> Result<Processed, PluginFault> {
         let call = self.start(input.request, input.now_unix_seconds, input.correlation_id)?;
-        match call.verify(input.secrets, input.settings)? {
+        match call.verify(input.credentials, input.settings)? {
             Err(rejected) => Ok(Processed::Rejected(rejected)),
             Ok(verified) => Ok(Processed::Verified {
                 matched_secret: verified.matched_secret(),
+                matched_key: verified.matched_key(),
                 mapped: verified.map(input.settings),
             }),
         }
@@ -177,12 +171,32 @@ impl Plugin {
     }
 }
 
+/// The instance of one call, typed by its contract, with the request as that contract
+/// passes it.
+enum Instance {
+    V0_1 {
+        bindings: v0_1::SourcePlugin,
+        request: v0_1::wit::Request,
+    },
+    V0_2 {
+        bindings: v0_2::SourcePlugin,
+        request: Resource<v0_2::CallRequest>,
+    },
+}
+
+/// A plugin's `verify` answer, whatever its contract version.
+struct VerifyAnswer {
+    secret: Option<u32>,
+    key: Option<u32>,
+}
+
 /// One webhook's instance before verification. Each export call gets the engine's full
 /// timeout, so a caller may look up secrets (from `tenant_hint`) between calls.
 pub struct Call {
     store: Store<CallState>,
-    instance: SourcePlugin,
-    request: wit::Request,
+    instance: Instance,
+    body_len: usize,
+    limits: OutputLimits,
     deadline_ticks: u64,
     /// Set when a call failed: a trapped instance must not run again.
     trapped: bool,
@@ -194,18 +208,37 @@ impl fmt::Debug for Call {
     }
 }
 
+/// Which configured item (its index) a handle the plugin reported stands for.
+fn matched_index(
+    handle: Option<u32>,
+    given: usize,
+    what: &str,
+) -> Result<Option<usize>, PluginFault> {
+    match handle {
+        None => Ok(None),
+        Some(h) => match usize::try_from(h) {
+            Ok(i) if i < given => Ok(Some(i)),
+            _ => Err(PluginFault::Invalid(format!(
+                "verify reported {what} handle {h}, but only {given} were given"
+            ))),
+        },
+    }
+}
+
 impl Call {
     /// The tenant the delivery claims, read before verification to pick its secrets.
-    #[allow(
-        clippy::ptr_arg,
-        reason = "the bindings take the settings list as a Vec"
-    )]
     pub fn tenant_hint(&mut self, settings: &Settings) -> Result<Option<String>, PluginFault> {
         self.ready()?;
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self
-            .instance
-            .call_tenant_hint(&mut self.store, &self.request, settings);
+        let result = match &self.instance {
+            Instance::V0_1 { bindings, request } => {
+                bindings.call_tenant_hint(&mut self.store, request, settings)
+            }
+            Instance::V0_2 { bindings, request } => {
+                let request = Resource::new_borrow(request.rep());
+                bindings.call_tenant_hint(&mut self.store, request, settings)
+            }
+        };
         result.map_err(|e| {
             self.trapped = true;
             classify_trap(&e, self.store.data())
@@ -221,47 +254,57 @@ impl Call {
         Ok(())
     }
 
-    /// Checks the signature with the given secrets (handles `0..n` in this order). Only a
-    /// passed verification yields a [`VerifiedCall`], the one way to reach `map`.
-    #[allow(
-        clippy::ptr_arg,
-        reason = "the bindings take the settings list as a Vec"
-    )]
+    /// Checks the signature with the given credentials (secret and key handles `0..n` in
+    /// their order). Only a passed verification yields a [`VerifiedCall`], the one way to
+    /// reach `map`.
     pub fn verify(
         mut self,
-        secrets: &[Vec<u8>],
+        credentials: &Credentials,
         settings: &Settings,
     ) -> Result<Result<VerifiedCall, VerifyError>, PluginFault> {
         self.ready()?;
-        self.store.data_mut().set_secrets(secrets);
+        self.store.data_mut().set_credentials(credentials.clone());
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let handles = Handles::new(secrets.len());
-        let verified =
-            match self
-                .instance
-                .call_verify(&mut self.store, &self.request, &handles, settings)
-            {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Ok(Err(verify_error_from_wit(e))),
-                Err(e) => return Err(classify_trap(&e, self.store.data())),
-            };
-        let matched_secret = match verified.secret {
-            None => None,
-            Some(h) => match usize::try_from(h) {
-                Ok(i) if i < secrets.len() => Some(i),
-                _ => {
-                    return Err(PluginFault::Invalid(format!(
-                        "verify reported secret handle {h}, but only {} were given",
-                        secrets.len()
-                    )));
+        let secrets = Handles::new(credentials.secrets.len());
+        let keys = Handles::new(credentials.keys.len());
+        let answer = match &self.instance {
+            Instance::V0_1 { bindings, request } => {
+                match bindings.call_verify(&mut self.store, request, &secrets, settings) {
+                    Ok(Ok(v)) => Ok(VerifyAnswer {
+                        secret: v.secret,
+                        key: None,
+                    }),
+                    Ok(Err(e)) => Err(Ok(v0_1::verify_error_from_wit(e))),
+                    Err(e) => Err(Err(e)),
                 }
-            },
+            }
+            Instance::V0_2 { bindings, request } => {
+                let request = Resource::new_borrow(request.rep());
+                match bindings.call_verify(&mut self.store, request, &secrets, &keys, settings) {
+                    Ok(Ok(v)) => Ok(VerifyAnswer {
+                        secret: v.secret,
+                        key: v.key,
+                    }),
+                    Ok(Err(e)) => Err(Ok(v0_2::verify_error_from_wit(e))),
+                    Err(e) => Err(Err(e)),
+                }
+            }
         };
-        // MACs are done: the secrets need not stay in memory while `map` runs.
-        self.store.data_mut().set_secrets(&[]);
+        // MACs and signatures are done: the credentials need not stay while `map` runs.
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(Ok(refused)) => return Ok(Err(refused.sanitized(self.limits.max_error_chars))),
+            Err(Err(e)) => return Err(classify_trap(&e, self.store.data())),
+        };
+        self.store
+            .data_mut()
+            .set_credentials(Credentials::default());
+        let matched_secret = matched_index(answer.secret, credentials.secrets.len(), "secret")?;
+        let matched_key = matched_index(answer.key, credentials.keys.len(), "key")?;
         Ok(Ok(VerifiedCall {
             call: self,
             matched_secret,
+            matched_key,
         }))
     }
 }
@@ -270,12 +313,14 @@ impl Call {
 pub struct VerifiedCall {
     call: Call,
     matched_secret: Option<usize>,
+    matched_key: Option<usize>,
 }
 
 impl fmt::Debug for VerifiedCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedCall")
             .field("matched_secret", &self.matched_secret)
+            .field("matched_key", &self.matched_key)
             .finish_non_exhaustive()
     }
 }
@@ -286,27 +331,47 @@ impl VerifiedCall {
         self.matched_secret
     }
 
-    /// Maps the verified delivery; consumes the instance.
-    #[allow(
-        clippy::ptr_arg,
-        reason = "the bindings take the settings list as a Vec"
-    )]
+    /// Index of the public key that matched, if the scheme uses one.
+    pub fn matched_key(&self) -> Option<usize> {
+        self.matched_key
+    }
+
+    /// Maps the verified delivery; consumes the instance. What the plugin returns is
+    /// checked against the contract and the output limits.
     pub fn map(mut self, settings: &Settings) -> Result<MapOutcome, MapFailure> {
         let call = &mut self.call;
         call.store.set_epoch_deadline(call.deadline_ticks);
-        match call
-            .instance
-            .call_map(&mut call.store, &call.request, settings)
-        {
-            Ok(Ok(outcome)) => map_outcome_from_wit(outcome)
-                .map_err(|detail| MapFailure::Fault(PluginFault::Invalid(detail))),
-            Ok(Err(e)) => Err(MapFailure::Plugin(map_error_from_wit(e))),
-            Err(e) => Err(MapFailure::Fault(classify_trap(&e, call.store.data()))),
+        let answer = match &call.instance {
+            Instance::V0_1 { bindings, request } => {
+                match bindings.call_map(&mut call.store, request, settings) {
+                    Ok(Ok(o)) => Ok(v0_1::map_outcome_from_wit(o)),
+                    Ok(Err(e)) => Err(Ok(v0_1::map_error_from_wit(e))),
+                    Err(e) => Err(Err(e)),
+                }
+            }
+            Instance::V0_2 { bindings, request } => {
+                let request = Resource::new_borrow(request.rep());
+                match bindings.call_map(&mut call.store, request, settings) {
+                    Ok(Ok(o)) => Ok(v0_2::map_outcome_from_wit(o)),
+                    Ok(Err(e)) => Err(Ok(v0_2::map_error_from_wit(e))),
+                    Err(e) => Err(Err(e)),
+                }
+            }
+        };
+        match answer {
+            Ok(outcome) => match validate_map_outcome(&outcome, &call.limits, call.body_len) {
+                Ok(()) => Ok(outcome),
+                Err(detail) => Err(MapFailure::Fault(PluginFault::Invalid(detail))),
+            },
+            Err(Ok(error)) => Err(MapFailure::Plugin(
+                error.sanitized(call.limits.max_error_chars),
+            )),
+            Err(Err(e)) => Err(MapFailure::Fault(classify_trap(&e, call.store.data()))),
         }
     }
 }
 
-/// Secret handles `0..n`; the usual one or two secrets need no allocation.
+/// Handles `0..n`; the usual one or two secrets need no allocation.
 enum Handles {
     Inline(usize),
     Heap(Vec<u32>),
@@ -345,7 +410,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_secret_values() {
         let input = OwnedCallInput {
-            secrets: Arc::from(vec![b"hunter2-secret".to_vec()]),
+            credentials: Credentials::with_secrets(vec![b"hunter2-secret".to_vec()]),
             ..OwnedCallInput::default()
         };
         for text in [format!("{input:?}"), format!("{:?}", input.as_input())] {

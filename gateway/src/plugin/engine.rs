@@ -10,8 +10,10 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::DynPollable;
 
-use super::bindings::{CallState, SourcePlugin};
 use super::guest_threads::{self, GuestThreads};
+use super::state::CallState;
+use super::types::OutputLimits;
+use super::{v0_1, v0_2};
 
 /// How often the ticker advances the engine's epoch: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -27,6 +29,8 @@ pub struct PluginLimits {
     /// Instances that may be alive at once across all plugins; a call beyond it fails with
     /// [`PluginFault::Busy`](super::PluginFault::Busy) instead of waiting.
     pub max_instances: u32,
+    /// What a plugin may return for one webhook.
+    pub output: OutputLimits,
 }
 
 impl Default for PluginLimits {
@@ -37,6 +41,7 @@ impl Default for PluginLimits {
             timeout: Duration::from_secs(1),
             memory_bytes: 64 << 20,
             max_instances: 256,
+            output: OutputLimits::default(),
         }
     }
 }
@@ -145,7 +150,11 @@ impl PluginEngine {
         // but the context behind them grants nothing (see `CallState`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
-        SourcePlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+        // Every contract version at once: their interfaces are versioned names, so a
+        // component finds the ones it was built against.
+        v0_1::SourcePlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
+        v0_2::SourcePlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
         forbid_waiting(&mut linker).map_err(|e| EngineError::Wasmtime(one_line(&e)))?;
 

@@ -4,9 +4,9 @@
 
 use wasmtime::Trap;
 
-use super::bindings::CallState;
 use super::engine::one_line;
-use super::types::truncate;
+use super::state::CallState;
+use super::types::{sanitize, truncate};
 
 /// The plugin failed rather than answered: a fault of the plugin (or of the host's
 /// capacity), never of the sender.
@@ -72,7 +72,8 @@ pub(crate) fn classify_trap(error: &wasmtime::Error, state: &CallState) -> Plugi
     };
     if let Some(stderr) = state.guest_stderr() {
         detail.push_str(" (guest stderr: ");
-        detail.push_str(truncate(&stderr, 512));
+        // Guest-written text: no control characters (NUL included) reach logs or storage.
+        detail.push_str(&sanitize(&stderr, 512));
         detail.push(')');
     }
     PluginFault::Trap(truncate(&detail, 2048).to_string())

@@ -10,11 +10,11 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::{CallState, SourcePluginPre};
-use super::convert::metadata_from_wit;
 use super::engine::{PluginEngine, one_line};
 use super::fault::classify_trap;
+use super::state::CallState;
 use super::types::{Metadata, validate_metadata};
+use super::{v0_1, v0_2};
 
 /// Why a plugin could not be loaded. `Display` is one line naming the problem.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +35,11 @@ pub enum PluginLoadError {
         "a core WebAssembly module, not a component: build the plugin for wasm32-wasip2 (or run it through `wasm-tools component new`)"
     )]
     NotAComponent,
-    /// The component does not implement the `source-plugin` world.
-    #[error("not a hookgate source plugin (world hookgate:plugin/source-plugin@0.1.0): {0}")]
+    /// The component does not implement the `source-plugin` world of any contract
+    /// version the gateway knows.
+    #[error(
+        "not a hookgate source plugin (world hookgate:plugin/source-plugin, contract 0.2.0 or 0.1.0): {0}"
+    )]
     WrongWorld(String),
     /// The plugin's metadata is unusable.
     #[error("bad plugin metadata: {0}")]
@@ -66,10 +69,65 @@ pub enum CompiledFrom {
     Cache,
 }
 
+/// The contract versions the gateway serves; a component is served by the one it was
+/// built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Contract {
+    /// `hookgate:plugin@0.1.0`: the request copied in, HMAC only.
+    V0_1,
+    /// `hookgate:plugin@0.2.0`: the request as a resource, message parts, public keys.
+    V0_2,
+}
+
+impl Contract {
+    /// The contract's version, as its WIT package names it.
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::V0_1 => "0.1.0",
+            Self::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The version a component imports the contract's interfaces at; `None` when it
+    /// imports none of them (then it is not a source plugin of any version).
+    fn of(component: &Component, engine: &wasmtime::Engine) -> Option<Self> {
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let imports_version = |version: &str| {
+            imports.iter().any(|name| {
+                name.strip_prefix("hookgate:plugin/")
+                    .and_then(|rest| rest.split_once('@'))
+                    .is_some_and(|(_, v)| v == version)
+            })
+        };
+        [Self::V0_2, Self::V0_1]
+            .into_iter()
+            .find(|contract| imports_version(contract.version()))
+    }
+}
+
+/// The pre-instantiated component, typed by its contract.
+pub(crate) enum PluginPre {
+    V0_1(v0_1::SourcePluginPre<CallState>),
+    V0_2(v0_2::SourcePluginPre<CallState>),
+}
+
+impl PluginPre {
+    fn contract(&self) -> Contract {
+        match self {
+            Self::V0_1(_) => Contract::V0_1,
+            Self::V0_2(_) => Contract::V0_2,
+        }
+    }
+}
+
 /// A loaded, validated plugin, ready to serve calls.
 pub struct Plugin {
     pub(crate) engine: PluginEngine,
-    pub(crate) pre: SourcePluginPre<CallState>,
+    pub(crate) pre: PluginPre,
     pub(crate) name: Arc<str>,
     metadata: Metadata,
     sha256: [u8; 32],
@@ -117,6 +175,11 @@ impl Plugin {
     pub fn compiled_from(&self) -> CompiledFrom {
         self.compiled_from
     }
+
+    /// The contract version the component was built against.
+    pub fn contract(&self) -> Contract {
+        self.pre.contract()
+    }
 }
 
 /// Options for loading.
@@ -152,8 +215,17 @@ impl PluginEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| PluginLoadError::WrongWorld(one_line(&e)))?;
-        let pre = SourcePluginPre::new(instance_pre)
-            .map_err(|e| PluginLoadError::WrongWorld(one_line(&e)))?;
+        let wrong_world = |e: wasmtime::Error| PluginLoadError::WrongWorld(one_line(&e));
+        // A component that imports no contract interface is judged against the current
+        // contract, which names what it lacks.
+        let pre = match Contract::of(&component, &self.shared.engine).unwrap_or(Contract::V0_2) {
+            Contract::V0_1 => {
+                PluginPre::V0_1(v0_1::SourcePluginPre::new(instance_pre).map_err(wrong_world)?)
+            }
+            Contract::V0_2 => {
+                PluginPre::V0_2(v0_2::SourcePluginPre::new(instance_pre).map_err(wrong_world)?)
+            }
+        };
 
         let metadata = self.call_metadata(&pre)?;
         validate_metadata(&metadata).map_err(PluginLoadError::BadMetadata)?;
@@ -169,19 +241,20 @@ impl PluginEngine {
         }))
     }
 
-    fn call_metadata(&self, pre: &SourcePluginPre<CallState>) -> Result<Metadata, PluginLoadError> {
+    fn call_metadata(&self, pre: &PluginPre) -> Result<Metadata, PluginLoadError> {
         let mut store = self.new_store(Arc::from("(loading)"), "load", None);
-        let fail = |e: wasmtime::Error, store: &Store<CallState>| {
-            PluginLoadError::MetadataCall(classify_trap(&e, store.data()).to_string())
+        let called = match pre {
+            PluginPre::V0_1(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|i| i.call_metadata(&mut store))
+                .map(v0_1::metadata_from_wit),
+            PluginPre::V0_2(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|i| i.call_metadata(&mut store))
+                .map(v0_2::metadata_from_wit),
         };
-        let instance = match pre.instantiate(&mut store) {
-            Ok(i) => i,
-            Err(e) => return Err(fail(e, &store)),
-        };
-        match instance.call_metadata(&mut store) {
-            Ok(m) => Ok(metadata_from_wit(m)),
-            Err(e) => Err(fail(e, &store)),
-        }
+        called
+            .map_err(|e| PluginLoadError::MetadataCall(classify_trap(&e, store.data()).to_string()))
     }
 
     pub(crate) fn new_store(

@@ -4,7 +4,6 @@
 //! component once; [`Plugin::process`] runs each webhook on a fresh instance under a
 //! deadline and a memory cap. [`PluginRegistry`] holds the loaded plugins by name.
 
-mod bindings;
 mod call;
 mod check;
 mod convert;
@@ -13,7 +12,10 @@ mod fault;
 mod guest_threads;
 mod load;
 mod registry;
+mod state;
 mod types;
+mod v0_1;
+mod v0_2;
 
 use std::path::{Path, PathBuf};
 
@@ -21,24 +23,31 @@ pub use call::{Call, CallInput, MapFailure, OwnedCallInput, Processed, VerifiedC
 pub use check::{CheckReport, check_file};
 pub use engine::{EPOCH_TICK, EngineError, PluginEngine, PluginLimits};
 pub use fault::PluginFault;
-pub use load::{CompiledFrom, LoadOptions, Plugin, PluginLoadError};
+pub use load::{CompiledFrom, Contract, LoadOptions, Plugin, PluginLoadError};
 pub use registry::{PluginInfo, PluginOrigin, PluginRegistry, RegistryError, RegistryOptions};
 pub use types::{
-    DomainEvent, Handshake, MapError, MapOutcome, Mapping, Metadata, Settings, Timestamp,
-    VerifyError, WebhookRequest,
+    Credentials, DomainEvent, Handshake, MapError, MapOutcome, Mapping, Metadata, OutputLimits,
+    Settings, Timestamp, VerifyError, WebhookRequest,
 };
 
 /// The plugins built into the gateway binary, as (name, component bytes).
 pub fn bundled() -> &'static [(&'static str, &'static [u8])] {
+    macro_rules! plugin {
+        ($name:literal, $file:literal) => {
+            (
+                $name,
+                include_bytes!(concat!(env!("HOOKGATE_WASM_DIR"), "/", $file, ".wasm")),
+            )
+        };
+    }
     &[
-        (
-            "shopify",
-            include_bytes!(concat!(env!("HOOKGATE_WASM_DIR"), "/shopify.wasm")),
-        ),
-        (
-            "stripe",
-            include_bytes!(concat!(env!("HOOKGATE_WASM_DIR"), "/stripe.wasm")),
-        ),
+        plugin!("shopify", "shopify"),
+        plugin!("stripe", "stripe"),
+        plugin!("github", "github"),
+        plugin!("standard-webhooks", "standard_webhooks"),
+        plugin!("slack", "slack"),
+        plugin!("discord", "discord"),
+        plugin!("generic-hmac", "generic_hmac"),
     ]
 }
 
@@ -62,7 +71,18 @@ mod tests {
     #[test]
     fn bundled_plugins_are_components_and_export_writes_them() {
         let names: Vec<_> = bundled().iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, ["shopify", "stripe"]);
+        assert_eq!(
+            names,
+            [
+                "shopify",
+                "stripe",
+                "github",
+                "standard-webhooks",
+                "slack",
+                "discord",
+                "generic-hmac"
+            ]
+        );
         for (name, bytes) in bundled() {
             assert!(
                 bytes.starts_with(b"\0asm\x0d\0\x01\0"),
@@ -71,7 +91,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let written = export_bundled(&dir.path().join("out")).unwrap();
-        assert_eq!(written.len(), 2);
+        assert_eq!(written.len(), bundled().len());
         for ((_, bytes), file) in bundled().iter().zip(&written) {
             assert_eq!(std::fs::read(file).unwrap(), *bytes);
         }

@@ -14,6 +14,9 @@ pub type Settings = Vec<(String, String)>;
 pub struct WebhookRequest {
     /// HTTP method, upper case.
     pub method: String,
+    /// The request's path as received, still percent-encoded (`/api/v1/webhooks/square`):
+    /// the part of the signed URL that follows the configured `public_url`.
+    pub path: String,
     /// The topic segment of the URL, percent-decoded.
     pub topic: Option<String>,
     /// The raw query string without `?`.
@@ -22,6 +25,77 @@ pub struct WebhookRequest {
     pub headers: Vec<(String, String)>,
     /// The raw body.
     pub body: Bytes,
+}
+
+impl WebhookRequest {
+    /// The value of the first header named `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a source holds for its plugin to verify with: secret values (the plugin sees
+/// handles `0..n` in this order), public keys (likewise), the URL senders sign, and
+/// whether the raw `hmac` is granted. Cheap to clone; `Debug` shows counts, never values.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// Secret values, in configuration order.
+    pub secrets: std::sync::Arc<[Vec<u8>]>,
+    /// Public keys, in configuration order.
+    pub keys: std::sync::Arc<[hookgate_plugin_sdk::keys::PublicKey]>,
+    /// The gateway's address as senders see it; the request's path and query follow.
+    pub public_url: Option<std::sync::Arc<str>>,
+    /// Whether the plugin may obtain raw MACs (a signing oracle otherwise withheld).
+    pub allow_raw_mac: bool,
+}
+
+impl Credentials {
+    /// Just these secrets.
+    pub fn with_secrets(secrets: impl Into<std::sync::Arc<[Vec<u8>]>>) -> Self {
+        Self {
+            secrets: secrets.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
+            .field("keys", &self.keys.len())
+            .field("public_url", &self.public_url)
+            .field("allow_raw_mac", &self.allow_raw_mac)
+            .finish()
+    }
+}
+
+/// Caps on what a plugin may return for one webhook, so a plugin cannot run the host out
+/// of memory or fill the store; beyond them the webhook is stored failed with the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Most events.
+    pub max_events: usize,
+    /// Most bytes of event data in all (an event without data of its own counts the body).
+    pub max_event_bytes: u64,
+    /// Longest error text kept, in characters.
+    pub max_error_chars: usize,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        Self {
+            max_events: 100,
+            max_event_bytes: 32 * 1024 * 1024,
+            max_error_chars: 1024,
+        }
+    }
 }
 
 /// Who a plugin is, as it declared itself at load.
@@ -53,6 +127,18 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// The same error with its text made safe to log and store (see [`sanitize`]).
+    pub(crate) fn sanitized(self, max_chars: usize) -> Self {
+        let clean = |text: String| sanitize(&text, max_chars);
+        match self {
+            Self::MissingSignature(m) => Self::MissingSignature(clean(m)),
+            Self::MalformedSignature(m) => Self::MalformedSignature(clean(m)),
+            Self::Mismatch(m) => Self::Mismatch(clean(m)),
+            Self::Expired(m) => Self::Expired(clean(m)),
+            Self::Rejected(m) => Self::Rejected(clean(m)),
+        }
+    }
+
     /// A stable machine code for logs and metrics.
     pub fn code(&self) -> &'static str {
         match self {
@@ -105,6 +191,17 @@ pub enum MapError {
 }
 
 impl MapError {
+    /// The same error with its text made safe to log and store (see [`sanitize`]).
+    pub(crate) fn sanitized(self, max_chars: usize) -> Self {
+        let clean = |text: String| sanitize(&text, max_chars);
+        match self {
+            Self::UnsupportedTopic(m) => Self::UnsupportedTopic(clean(m)),
+            Self::MalformedPayload(m) => Self::MalformedPayload(clean(m)),
+            Self::MissingField(m) => Self::MissingField(clean(m)),
+            Self::Other(m) => Self::Other(clean(m)),
+        }
+    }
+
     /// A stable machine code for logs and metrics.
     pub fn code(&self) -> &'static str {
         match self {
@@ -183,6 +280,8 @@ pub struct Handshake {
     pub status: u16,
     /// The body's content type.
     pub content_type: String,
+    /// More response headers (contract 0.2); checked by [`validate_map_outcome`].
+    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -258,9 +357,32 @@ fn is_semver(v: &str) -> bool {
 /// Checks what a plugin's `map` returned: text fields of bounded length without control
 /// characters, a timestamp that means an instant, event types usable as subject tokens, a
 /// 2xx handshake with a usable content type. The error says what is wrong.
-pub(crate) fn validate_map_outcome(o: &MapOutcome) -> Result<(), String> {
+pub(crate) fn validate_map_outcome(
+    o: &MapOutcome,
+    limits: &OutputLimits,
+    body_len: usize,
+) -> Result<(), String> {
     match o {
         MapOutcome::Events(m) => {
+            if m.events.len() > limits.max_events {
+                return Err(format!(
+                    "{} events, more than the {} allowed per webhook (plugins.max_events)",
+                    m.events.len(),
+                    limits.max_events
+                ));
+            }
+            let bytes: u64 = m
+                .events
+                .iter()
+                .map(|e| e.data.as_ref().map_or(body_len, String::len) as u64)
+                .sum();
+            if bytes > limits.max_event_bytes {
+                return Err(format!(
+                    "the events carry {bytes} bytes, more than the {} allowed per webhook \
+                     (plugins.max_event_bytes_mb)",
+                    limits.max_event_bytes
+                ));
+            }
             if let Some(key) = &m.idempotency_key {
                 check_text("idempotency key", key)?;
             }
@@ -297,9 +419,63 @@ pub(crate) fn validate_map_outcome(o: &MapOutcome) -> Result<(), String> {
             {
                 return Err("handshake content-type is empty or not a header value".into());
             }
+            for (name, value) in &h.headers {
+                check_handshake_header(name, value)?;
+            }
             Ok(())
         }
     }
+}
+
+/// Headers a handshake may not set: framing and connection management are the server's,
+/// and the content type has its own field.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "content-type",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "date",
+    "server",
+];
+
+fn check_handshake_header(name: &str, value: &str) -> Result<(), String> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !name_ok {
+        return Err(format!(
+            "handshake header name {:?} is not a header token",
+            truncate(name, 64)
+        ));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!("handshake may not set the {name} header"));
+    }
+    if value.len() > MAX_FIELD || value.chars().any(char::is_control) {
+        return Err(format!("handshake header {name} has no valid value"));
+    }
+    Ok(())
+}
+
+/// `text` as it may be stored and logged: control characters (NUL included, which
+/// PostgreSQL refuses in text) become spaces, and it is cut at `max_chars` characters.
+pub(crate) fn sanitize(text: &str, max_chars: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(max_chars).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn check_text(what: &str, value: &str) -> Result<(), String> {

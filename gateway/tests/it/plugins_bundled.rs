@@ -1,11 +1,12 @@
-//! The bundled Shopify and Stripe plugins run through the real WASM host against every
-//! signature vector of `shared/vectors/signatures.json` (produced by the platforms' SDKs).
+//! The bundled plugins run through the real WASM host against every signature vector of
+//! `shared/vectors/signatures.json` (produced by the platforms' SDKs).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use hookgate::plugin::{
-    CallInput, MapOutcome, PluginEngine, PluginLimits, PluginRegistry, Processed, RegistryOptions,
-    WebhookRequest,
+    CallInput, Credentials, MapOutcome, PluginEngine, PluginLimits, PluginRegistry, Processed,
+    RegistryOptions, WebhookRequest,
 };
 
 fn vectors_path() -> PathBuf {
@@ -45,8 +46,9 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
             continue;
         };
         let name = vector["name"].as_str().expect("name");
-        let request = WebhookRequest {
+        let request = Arc::new(WebhookRequest {
             method: "POST".into(),
+            path: format!("/api/v1/webhooks/{source}"),
             topic: None,
             query: None,
             headers: vector["headers"]
@@ -66,7 +68,7 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
                 .as_bytes()
                 .to_vec()
                 .into(),
-        };
+        });
         let secrets: Vec<Vec<u8>> = vector["secrets"]
             .as_array()
             .expect("secrets")
@@ -74,10 +76,11 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
             .map(|s| s.as_str().expect("secret").as_bytes().to_vec())
             .collect();
         let settings = Vec::new();
+        let credentials = Credentials::with_secrets(secrets.clone());
         let processed = plugin
             .process(&CallInput {
                 request: &request,
-                secrets: &secrets,
+                credentials: &credentials,
                 settings: &settings,
                 now_unix_seconds: vector["now"].as_i64(),
                 correlation_id: name,
@@ -89,6 +92,7 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
                 Processed::Verified {
                     matched_secret,
                     mapped,
+                    ..
                 },
             ) => {
                 // The matching secret is the one the vector was signed with: the last listed.
@@ -103,5 +107,9 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 16, "every Shopify and Stripe vector was checked");
+    let all = vectors["vectors"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        checked, all,
+        "every vector has a bundled plugin and was checked"
+    );
 }

@@ -2,8 +2,8 @@
 //! each delivery to one domain event (`orders/create` -> `order.created`, ...).
 
 use hookgate_plugin_sdk::{
-    DomainEvent, HashAlgorithm, MapError, MapOutcome, Mapping, Metadata, Request, SecretHandle,
-    Settings, SourcePlugin, Timestamp, Verified, VerifyError,
+    DomainEvent, HashAlgorithm, KeyHandle, MapError, MapOutcome, Mapping, Metadata, Part, Request,
+    SecretHandle, Settings, SourcePlugin, Timestamp, Verified, VerifyError,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -57,6 +57,7 @@ impl SourcePlugin for Shopify {
     fn verify(
         req: &Request,
         secrets: &[SecretHandle],
+        _keys: &[KeyHandle],
         _settings: &Settings,
     ) -> Result<Verified, VerifyError> {
         let header = shopify_header(req, "hmac-sha256").ok_or_else(|| {
@@ -71,7 +72,7 @@ impl SourcePlugin for Shopify {
                 mac.len()
             )));
         }
-        hookgate_plugin_sdk::hmac_verify(secrets, HashAlgorithm::Sha256, req.body(), &[mac])
+        hookgate_plugin_sdk::hmac_verify(req, secrets, HashAlgorithm::Sha256, &[Part::Body], &[mac])
             .map(Verified::by)
             .ok_or_else(|| VerifyError::Mismatch("no configured secret signs this body".into()))
     }

@@ -3,7 +3,7 @@
 
 use hookgate_plugin_sdk::{
     HashAlgorithm, MapError, MapOutcome, Mapping, Request, Settings, SourcePlugin, TestHost,
-    Timestamp, VerifyError, base64_encode, hmac,
+    Timestamp, VerifyError, base64_encode,
 };
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ fn signature_vectors() {
         let name = v["name"].as_str().expect("name");
         let host = vector_host(&v);
         let req = vector_request(&v);
-        let result = Shopify::verify(&req, &host.handles(), &Settings::new());
+        let result = Shopify::verify(&req, &host.handles(), &[], &Settings::new());
         match v["expect"].as_str() {
             Some("valid") => {
                 let verified = result.unwrap_or_else(|e| panic!("{name}: refused: {e}"));
@@ -92,7 +92,7 @@ const SECRET: &str = "test-secret";
 /// A request signed the way Shopify does, with the given extra headers.
 fn signed(body: &str, headers: &[(&str, &str)]) -> (TestHost, Request) {
     let host = TestHost::new().secrets(["other", SECRET]);
-    let mac = hmac(host.handles()[1], HashAlgorithm::Sha256, body.as_bytes()).expect("handle");
+    let mac = host.sign(1, HashAlgorithm::Sha256, body.as_bytes());
     let mut req = Request::post().with_header("X-Shopify-Hmac-Sha256", base64_encode(&mac));
     for (k, v) in headers {
         req = req.with_header(*k, *v);
@@ -103,16 +103,16 @@ fn signed(body: &str, headers: &[(&str, &str)]) -> (TestHost, Request) {
 #[test]
 fn verify_reports_the_matching_secret_and_refuses_others() {
     let (host, req) = signed(r#"{"id":1}"#, &[]);
-    let ok = Shopify::verify(&req, &host.handles(), &Settings::new()).expect("valid");
+    let ok = Shopify::verify(&req, &host.handles(), &[], &Settings::new()).expect("valid");
     assert_eq!(ok.secret.and_then(|h| host.secret_index(h)), Some(1));
     // With only the other secret configured it is a mismatch.
     let only_other = [host.handles()[0]];
     assert!(matches!(
-        Shopify::verify(&req, &only_other, &Settings::new()),
+        Shopify::verify(&req, &only_other, &[], &Settings::new()),
         Err(VerifyError::Mismatch(_))
     ));
     assert!(matches!(
-        Shopify::verify(&req, &[], &Settings::new()),
+        Shopify::verify(&req, &[], &[], &Settings::new()),
         Err(VerifyError::Mismatch(_))
     ));
 }
@@ -121,11 +121,11 @@ fn verify_reports_the_matching_secret_and_refuses_others() {
 fn verify_accepts_the_unprefixed_header() {
     let host = TestHost::new().secrets([SECRET]);
     let body = br#"{"id":2}"#;
-    let mac = hmac(host.handles()[0], HashAlgorithm::Sha256, body).expect("handle");
+    let mac = host.sign(0, HashAlgorithm::Sha256, body);
     let req = Request::post()
         .with_header("Shopify-Hmac-Sha256", base64_encode(&mac))
         .with_body(&body[..]);
-    let ok = Shopify::verify(&req, &host.handles(), &Settings::new()).expect("valid");
+    let ok = Shopify::verify(&req, &host.handles(), &[], &Settings::new()).expect("valid");
     assert_eq!(ok.secret, Some(host.handles()[0]));
 }
 
@@ -138,7 +138,7 @@ fn verify_classifies_bad_signatures() {
         if let Some(v) = value {
             req = req.with_header("X-Shopify-Hmac-Sha256", v);
         }
-        Shopify::verify(&req, &handles, &Settings::new())
+        Shopify::verify(&req, &handles, &[], &Settings::new())
     };
     assert!(matches!(check(None), Err(VerifyError::MissingSignature(_))));
     assert!(matches!(

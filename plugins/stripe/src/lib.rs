@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 
 use hookgate_plugin_sdk::{
-    DomainEvent, HashAlgorithm, MapError, MapOutcome, Mapping, Metadata, Request, SecretHandle,
-    Settings, SourcePlugin, Timestamp, Verified, VerifyError,
+    DomainEvent, HashAlgorithm, KeyHandle, MapError, MapOutcome, Mapping, Metadata, Part, Request,
+    SecretHandle, Settings, SourcePlugin, Timestamp, Verified, VerifyError,
 };
 use serde::Deserialize;
 
@@ -117,6 +117,7 @@ impl SourcePlugin for Stripe {
     fn verify(
         req: &Request,
         secrets: &[SecretHandle],
+        _keys: &[KeyHandle],
         settings: &Settings,
     ) -> Result<Verified, VerifyError> {
         let tolerance = tolerance(settings)?;
@@ -126,12 +127,14 @@ impl SourcePlugin for Stripe {
             .ok_or_else(|| VerifyError::MissingSignature("no Stripe-Signature header".into()))?;
         let signature = parse_signature(header)?;
 
-        let body = req.body();
-        let mut signed = Vec::with_capacity(signature.timestamp_text.len() + 1 + body.len());
-        signed.extend_from_slice(signature.timestamp_text.as_bytes());
-        signed.push(b'.');
-        signed.extend_from_slice(body);
+        // `{timestamp}.{body}`, assembled by the host: the body never enters the plugin.
+        let signed = [
+            Part::Literal(signature.timestamp_text.as_bytes()),
+            Part::Literal(b"."),
+            Part::Body,
+        ];
         let handle = hookgate_plugin_sdk::hmac_verify(
+            req,
             secrets,
             HashAlgorithm::Sha256,
             &signed,

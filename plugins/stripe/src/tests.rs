@@ -3,7 +3,7 @@
 
 use hookgate_plugin_sdk::{
     HashAlgorithm, MapError, MapOutcome, Mapping, Request, Settings, SourcePlugin, TestHost,
-    Timestamp, VerifyError, hex_encode, hmac,
+    Timestamp, VerifyError, hex_encode,
 };
 use serde_json::Value;
 
@@ -39,7 +39,7 @@ fn signature_vectors() {
         let name = v["name"].as_str().expect("name");
         let host = vector_host(&v);
         let req = vector_request(&v);
-        let result = Stripe::verify(&req, &host.handles(), &Settings::new());
+        let result = Stripe::verify(&req, &host.handles(), &[], &Settings::new());
         match v["expect"].as_str() {
             Some("valid") => {
                 let verified = result.unwrap_or_else(|e| panic!("{name}: refused: {e}"));
@@ -86,13 +86,11 @@ const BODY: &str = r#"{"id":"evt_1","type":"charge.succeeded","created":17639999
 
 /// A `v1=` item signing `t` and `body` with the `index`-th secret of `host`.
 fn v1(host: &TestHost, index: usize, t: &str, body: &str) -> String {
-    let handle = host.handle(index).expect("secret configured");
-    let mac = hmac(
-        handle,
+    let mac = host.sign(
+        index,
         HashAlgorithm::Sha256,
         format!("{t}.{body}").as_bytes(),
-    )
-    .expect("known handle");
+    );
     format!("v1={}", hex_encode(&mac))
 }
 
@@ -103,7 +101,7 @@ fn request(header: &str, body: &str) -> Request {
 }
 
 fn verify_with(host: &TestHost, header: &str, settings: &Settings) -> Result<usize, VerifyError> {
-    Stripe::verify(&request(header, BODY), &host.handles(), settings).map(|v| {
+    Stripe::verify(&request(header, BODY), &host.handles(), &[], settings).map(|v| {
         v.secret
             .and_then(|h| host.secret_index(h))
             .expect("a configured secret")
@@ -251,7 +249,7 @@ fn garbage_headers_are_refused_without_panicking() {
     }
     let no_header = Request::post().with_body(BODY.as_bytes());
     assert!(matches!(
-        Stripe::verify(&no_header, &host.handles(), &Settings::new()),
+        Stripe::verify(&no_header, &host.handles(), &[], &Settings::new()),
         Err(VerifyError::MissingSignature(_))
     ));
     assert!(matches!(
