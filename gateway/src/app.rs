@@ -88,6 +88,12 @@ impl Gateway {
                 dir: plugin_dir,
                 cache_dir: Some(config.plugins.cache_dir.clone()),
                 skip_bundled: false,
+                bundled_only: Some(
+                    config
+                        .enabled_sources()
+                        .map(|(name, source)| source.plugin_name(name).to_owned())
+                        .collect(),
+                ),
             },
         ));
         for error in plugins.errors() {

@@ -511,6 +511,7 @@ fn registry_loads_a_directory_and_collects_errors_per_file() {
             dir: Some(dir.path().to_path_buf()),
             cache_dir: None,
             skip_bundled: true,
+            ..RegistryOptions::default()
         },
     );
     let list = registry.list();
@@ -555,6 +556,7 @@ fn registry_reports_a_missing_directory() {
             dir: Some(PathBuf::from("/nonexistent/hookgate-plugins")),
             cache_dir: None,
             skip_bundled: true,
+            ..RegistryOptions::default()
         },
     );
     assert!(registry.list().is_empty());
@@ -759,5 +761,177 @@ fn wasi_wall_clock_tells_the_same_time_as_now() {
             assert_eq!(m.events[0].subject.as_deref(), Some("1700000000"));
         }
         other => panic!("{other:?}"),
+    }
+}
+
+fn map_failure(out: Processed) -> MapFailure {
+    match out {
+        Processed::Verified {
+            mapped: Err(failure),
+            ..
+        } => failure,
+        other => panic!("expected a map failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn output_beyond_the_limits_is_refused_with_the_reason() {
+    let secrets = [b"k".to_vec()];
+    let small = request(b"k", b"{\"id\":1}");
+    // Within the default limit of 100 events: mapped.
+    let out = run(
+        chaos(),
+        &small,
+        &secrets,
+        &settings(&[("map_mode", "flood"), ("events", "100")]),
+    )
+    .unwrap();
+    assert!(
+        matches!(&out, Processed::Verified { mapped: Ok(MapOutcome::Events(m)), .. } if m.events.len() == 100),
+        "{out:?}"
+    );
+    // One more than the limit: refused before the host does anything with them.
+    let flood = settings(&[("map_mode", "flood"), ("events", "101")]);
+    match map_failure(run(chaos(), &small, &secrets, &flood).unwrap()) {
+        MapFailure::Fault(PluginFault::Invalid(reason)) => {
+            assert!(reason.contains("plugins.max_events"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Few events, but each carries a 1 MiB body: over the bytes limit of a tighter engine.
+    let body: &'static [u8] = Box::leak(vec![b'x'; 1 << 20].into_boxed_slice());
+    let big = request(b"k", body);
+    let tight = PluginEngine::new(PluginLimits {
+        timeout: Duration::from_secs(5),
+        memory_bytes: 64 << 20,
+        max_instances: 2,
+        output: hookgate::plugin::OutputLimits {
+            max_event_bytes: 4 << 20,
+            ..hookgate::plugin::OutputLimits::default()
+        },
+    })
+    .unwrap()
+    .load_with(&wasm("chaos"), &cached())
+    .unwrap();
+    let five = settings(&[("map_mode", "flood"), ("events", "5")]);
+    match map_failure(run(&tight, &big, &secrets, &five).unwrap()) {
+        MapFailure::Fault(PluginFault::Invalid(reason)) => {
+            assert!(reason.contains("plugins.max_event_bytes_mb"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let four = settings(&[("map_mode", "flood"), ("events", "4")]);
+    assert!(matches!(
+        run(&tight, &big, &secrets, &four).unwrap(),
+        Processed::Verified {
+            mapped: Ok(MapOutcome::Events(_)),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn plugin_error_text_is_cut_and_stripped_of_control_characters() {
+    let secrets = [b"k".to_vec()];
+    let req = request(b"k", b"{}");
+    let dirty = settings(&[("map_mode", "dirty-error")]);
+    match map_failure(run(chaos(), &req, &secrets, &dirty).unwrap()) {
+        MapFailure::Plugin(MapError::Other(text)) => {
+            assert!(!text.contains('\0') && !text.contains('\n'), "{text:?}");
+            assert!(text.starts_with("line one line two"), "{text:?}");
+            // The default limit, 1,024 characters, and a mark that it was cut.
+            assert_eq!(text.chars().count(), 1025, "{text:?}");
+            assert!(text.ends_with('…'));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The bundled Shopify plugin as built against contract 0.1.0 (kept under
+/// `tests/data/plugins`): it loads and serves unchanged beside 0.2 plugins.
+#[test]
+fn a_contract_0_1_component_still_loads_and_serves() {
+    use hookgate::plugin::{Contract, Credentials};
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/plugins/shopify-0.1.0.wasm"
+    );
+    let e = engine();
+    let old = e
+        .load_with(&std::fs::read(fixture).unwrap(), &cached())
+        .expect("0.1.0 loads");
+    assert_eq!(old.contract(), Contract::V0_1);
+    assert_eq!(old.metadata().name, "shopify");
+    let (_, bytes) = hookgate::plugin::bundled()
+        .iter()
+        .find(|(name, _)| *name == "shopify")
+        .expect("bundled shopify");
+    let current = &e
+        .load_with(bytes, &cached())
+        .expect("bundled shopify loads");
+    assert_eq!(current.contract(), Contract::V0_2);
+
+    let secret = b"shpss_fixture_secret";
+    let signed = hookgate::sample::shopify(
+        std::str::from_utf8(secret).unwrap(),
+        "orders/create",
+        "fixture.myshopify.com",
+        "evt-fixture-1",
+        hookgate::sample::SHOPIFY_ORDER.as_bytes(),
+    );
+    let request = Arc::new(WebhookRequest {
+        method: "POST".into(),
+        path: "/api/v1/webhooks/shopify/orders-create".into(),
+        topic: Some("orders-create".into()),
+        query: None,
+        headers: signed.headers.clone(),
+        body: signed.body.clone().into(),
+    });
+    let credentials = Credentials::with_secrets(vec![b"other".to_vec(), secret.to_vec()]);
+    let mut outcomes = Vec::new();
+    for plugin in [&old, current] {
+        let out = plugin
+            .process(&CallInput {
+                request: &request,
+                credentials: &credentials,
+                settings: &Vec::new(),
+                now_unix_seconds: None,
+                correlation_id: "fixture",
+            })
+            .unwrap();
+        match out {
+            Processed::Verified {
+                matched_secret: Some(1),
+                mapped: Ok(MapOutcome::Events(mapping)),
+                ..
+            } => outcomes.push(mapping),
+            other => panic!("{:?}: {other:?}", plugin.contract()),
+        }
+    }
+    assert_eq!(outcomes[0], outcomes[1], "both contracts map alike");
+    assert_eq!(outcomes[0].events[0].event_type, "order.created");
+
+    // A tampered body is refused by the old plugin as by the new.
+    let mut tampered = (*request).clone();
+    tampered.body = bytes::Bytes::from_static(b"{\"id\":2}");
+    let out = old
+        .process(&CallInput {
+            request: &Arc::new(tampered),
+            credentials: &credentials,
+            settings: &Vec::new(),
+            now_unix_seconds: None,
+            correlation_id: "fixture",
+        })
+        .unwrap();
+    assert!(
+        matches!(out, Processed::Rejected(VerifyError::Mismatch(_))),
+        "{out:?}"
+    );
+}
+
+/// Compiled components cached across test runs: compiling in a debug build takes seconds.
+fn cached() -> LoadOptions {
+    LoadOptions {
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")),
     }
 }

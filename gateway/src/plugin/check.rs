@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::engine::PluginEngine;
-use super::load::{LoadOptions, PluginLoadError};
+use super::load::{Contract, LoadOptions, PluginLoadError};
 use super::types::Metadata;
 
 /// What `plugins check` reports about a plugin that loaded.
@@ -16,6 +16,8 @@ pub struct CheckReport {
     pub sha256: String,
     /// Size of the file, in bytes.
     pub size: usize,
+    /// The contract version it was built against.
+    pub contract: Contract,
 }
 
 impl fmt::Display for CheckReport {
@@ -27,6 +29,11 @@ impl fmt::Display for CheckReport {
         writeln!(f, "retry window: {} h", m.retry_window_hours)?;
         writeln!(f, "sha256:       {}", self.sha256)?;
         writeln!(f, "size:         {} bytes", self.size)?;
+        writeln!(
+            f,
+            "contract:     hookgate:plugin@{}",
+            self.contract.version()
+        )?;
         write!(f, "exports:      metadata, tenant-hint, verify, map: OK")
     }
 }
@@ -43,5 +50,6 @@ pub fn check_file(engine: &PluginEngine, path: &Path) -> Result<CheckReport, Plu
         metadata: plugin.metadata().clone(),
         sha256: plugin.sha256_hex(),
         size: plugin.size(),
+        contract: plugin.contract(),
     })
 }

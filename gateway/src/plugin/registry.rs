@@ -2,7 +2,7 @@
 //! directory. Built whole from (engine, directory) so a reload can build a new one aside
 //! and swap it in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,6 +70,9 @@ pub struct RegistryOptions {
     pub cache_dir: Option<PathBuf>,
     /// Skip the bundled plugins (tests, or ops who ship every plugin in the directory).
     pub skip_bundled: bool,
+    /// Load only these bundled plugins (the ones the sources use): each one compiled at
+    /// start costs start-up time, and most deployments use two or three. `None` loads all.
+    pub bundled_only: Option<BTreeSet<String>>,
 }
 
 struct Entry {
@@ -110,7 +113,13 @@ impl PluginRegistry {
         let mut errors = Vec::new();
 
         if !options.skip_bundled {
-            for (name, bytes) in super::bundled() {
+            let wanted = |name: &str| {
+                options
+                    .bundled_only
+                    .as_ref()
+                    .is_none_or(|only| only.contains(name))
+            };
+            for (name, bytes) in super::bundled().iter().filter(|(name, _)| wanted(name)) {
                 match engine.load_with(bytes, &load) {
                     Ok(plugin) => {
                         plugins.insert(

@@ -37,6 +37,7 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
             dir: None,
             cache_dir: Some(crate::support::plugin_cache_dir()),
             skip_bundled: false,
+            bundled_only: None,
         },
     );
     let mut checked = 0;

@@ -15,6 +15,9 @@
 //!   always be empty when every webhook gets a fresh instance.
 //! - `bad-event` (map): returns an event type the host must refuse.
 //! - `respond` (map): asks for a handshake response. `error` (map): a plugin map error.
+//! - `flood` (map): returns `events` (setting, default 1000) events without data of their
+//!   own, each carrying the whole body. `dirty-error` (map): an error text with a newline,
+//!   a NUL and 5,000 more characters.
 
 // The generated export glue passes records as flat arguments.
 #![allow(clippy::too_many_arguments)]
@@ -176,6 +179,31 @@ impl Guest for Chaos {
                     }],
                 }))
             }
+            "flood" => {
+                let count = settings
+                    .iter()
+                    .find(|(k, _)| k == "events")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(1000);
+                Ok(MapOutcome::Events(Mapping {
+                    idempotency_key: None,
+                    tenant: None,
+                    topic: "flood".to_string(),
+                    occurred_at: None,
+                    // No data of their own: each event carries the whole body.
+                    events: (0..count)
+                        .map(|i| DomainEvent {
+                            event_type: "chaos.flood".to_string(),
+                            subject: Some(i.to_string()),
+                            data: None,
+                        })
+                        .collect(),
+                }))
+            }
+            "dirty-error" => Err(MapError::Other(format!(
+                "line one\nline\0two {}",
+                "x".repeat(5000)
+            ))),
             "bad-event" => Ok(MapOutcome::Events(Mapping {
                 idempotency_key: None,
                 tenant: None,
