@@ -105,6 +105,7 @@
 #[doc(hidden)]
 #[allow(missing_docs, dead_code, clippy::all)]
 pub mod bindings;
+mod freshness;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod glue;
@@ -115,6 +116,7 @@ pub mod keys;
 mod testing;
 mod types;
 
+pub use freshness::{TOLERANCE_SETTING, check_timestamp, timestamp_tolerance};
 pub use host::{
     base64_decode, base64_encode, constant_time_eq, hex_decode, hex_encode, hmac, hmac_verify,
     hmac_verify_encoded, log, now_unix_seconds, sha256, signature_verify,

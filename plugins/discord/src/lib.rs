@@ -35,9 +35,6 @@ hookgate_plugin_sdk::export_plugin!(Discord);
 /// expired.
 const DEFAULT_TOLERANCE_SECONDS: u64 = 900;
 
-/// Setting that overrides [`DEFAULT_TOLERANCE_SECONDS`].
-const TOLERANCE_SETTING: &str = "tolerance_seconds";
-
 /// The signature header (hex) and the timestamp header, whose text is signed.
 const SIGNATURE_HEADER: &str = "x-signature-ed25519";
 const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
@@ -59,18 +56,6 @@ const INTERACTION_PING: i64 = 1;
 const WEBHOOK_PING: i64 = 0;
 const WEBHOOK_EVENT: i64 = 1;
 
-fn tolerance(settings: &Settings) -> Result<u64, VerifyError> {
-    match settings.get(TOLERANCE_SETTING) {
-        None => Ok(DEFAULT_TOLERANCE_SECONDS),
-        Some(text) => text.trim().parse().map_err(|_| {
-            // Fail closed: a typo must not turn the replay check off.
-            VerifyError::Rejected(format!(
-                "setting {TOLERANCE_SETTING} is not a whole number of seconds"
-            ))
-        }),
-    }
-}
-
 impl SourcePlugin for Discord {
     fn metadata() -> Metadata {
         Metadata {
@@ -90,7 +75,8 @@ impl SourcePlugin for Discord {
         keys: &[KeyHandle],
         settings: &Settings,
     ) -> Result<Verified, VerifyError> {
-        let tolerance = tolerance(settings)?;
+        let tolerance =
+            hookgate_plugin_sdk::timestamp_tolerance(settings, DEFAULT_TOLERANCE_SECONDS)?;
         let header = req
             .header(SIGNATURE_HEADER)
             .map(str::trim)
@@ -137,12 +123,7 @@ impl SourcePlugin for Discord {
                     "X-Signature-Timestamp is not Unix seconds: its age cannot be checked".into(),
                 )
             })?;
-        let age = hookgate_plugin_sdk::now_unix_seconds().abs_diff(timestamp);
-        if age > tolerance {
-            return Err(VerifyError::Expired(format!(
-                "timestamp {timestamp} is {age} s from now, tolerance {tolerance} s"
-            )));
-        }
+        hookgate_plugin_sdk::check_timestamp(timestamp, tolerance)?;
         Ok(Verified::by_key(key))
     }
 

@@ -32,9 +32,6 @@ hookgate_plugin_sdk::export_plugin!(Slack);
 /// minutes, against replays (Verifying requests from Slack).
 const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
 
-/// Setting that overrides [`DEFAULT_TOLERANCE_SECONDS`].
-const TOLERANCE_SETTING: &str = "tolerance_seconds";
-
 /// Length of an HMAC-SHA256.
 const MAC_LEN: usize = 32;
 
@@ -43,18 +40,6 @@ const SIGNATURE_PREFIX: &str = "v0=";
 
 /// The timestamp header, signed as sent.
 const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
-
-fn tolerance(settings: &Settings) -> Result<u64, VerifyError> {
-    match settings.get(TOLERANCE_SETTING) {
-        None => Ok(DEFAULT_TOLERANCE_SECONDS),
-        Some(text) => text.trim().parse().map_err(|_| {
-            // Fail closed: a typo must not turn the replay check off.
-            VerifyError::Rejected(format!(
-                "setting {TOLERANCE_SETTING} is not a whole number of seconds"
-            ))
-        }),
-    }
-}
 
 impl SourcePlugin for Slack {
     fn metadata() -> Metadata {
@@ -78,7 +63,8 @@ impl SourcePlugin for Slack {
         _keys: &[KeyHandle],
         settings: &Settings,
     ) -> Result<Verified, VerifyError> {
-        let tolerance = tolerance(settings)?;
+        let tolerance =
+            hookgate_plugin_sdk::timestamp_tolerance(settings, DEFAULT_TOLERANCE_SECONDS)?;
         let header = req
             .header("x-slack-signature")
             .map(str::trim)
@@ -126,13 +112,7 @@ impl SourcePlugin for Slack {
 
         // Checked after the signature, so `expired` only ever describes an authentic
         // request; a timestamp too far in the future is refused as well.
-        let now = hookgate_plugin_sdk::now_unix_seconds();
-        let age = now.abs_diff(timestamp);
-        if age > tolerance {
-            return Err(VerifyError::Expired(format!(
-                "timestamp {timestamp} is {age} s from now, tolerance {tolerance} s"
-            )));
-        }
+        hookgate_plugin_sdk::check_timestamp(timestamp, tolerance)?;
         Ok(Verified::by(handle))
     }
 

@@ -30,9 +30,6 @@ hookgate_plugin_sdk::export_plugin!(StandardWebhooks);
 /// to timestamps in the past and in the future alike.
 const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
 
-/// Setting that overrides [`DEFAULT_TOLERANCE_SECONDS`].
-const TOLERANCE_SETTING: &str = "tolerance_seconds";
-
 /// Length of an HMAC-SHA256 (`v1`).
 const MAC_LEN: usize = 32;
 
@@ -142,18 +139,6 @@ fn parse_timestamp(text: &str) -> Option<i64> {
         .and_then(|t| t.parse().ok())
 }
 
-fn tolerance(settings: &Settings) -> Result<u64, VerifyError> {
-    match settings.get(TOLERANCE_SETTING) {
-        None => Ok(DEFAULT_TOLERANCE_SECONDS),
-        Some(text) => text.trim().parse().map_err(|_| {
-            // Fail closed: a typo must not turn the replay check off.
-            VerifyError::Rejected(format!(
-                "setting {TOLERANCE_SETTING} is not a whole number of seconds"
-            ))
-        }),
-    }
-}
-
 impl SourcePlugin for StandardWebhooks {
     fn metadata() -> Metadata {
         Metadata {
@@ -176,7 +161,8 @@ impl SourcePlugin for StandardWebhooks {
         keys: &[KeyHandle],
         settings: &Settings,
     ) -> Result<Verified, VerifyError> {
-        let tolerance = tolerance(settings)?;
+        let tolerance =
+            hookgate_plugin_sdk::timestamp_tolerance(settings, DEFAULT_TOLERANCE_SECONDS)?;
         let headers = headers_of(req).ok_or_else(|| {
             VerifyError::MissingSignature("no webhook-signature or svix-signature header".into())
         })?;
@@ -250,13 +236,7 @@ impl SourcePlugin for StandardWebhooks {
         // Checked after the signature, as Stripe's plugin does, so `expired` only ever
         // describes an authentic delivery; the reference libraries refuse timestamps too
         // old and too new alike. Each retry is signed afresh with its own timestamp.
-        let now = hookgate_plugin_sdk::now_unix_seconds();
-        let age = now.abs_diff(timestamp);
-        if age > tolerance {
-            return Err(VerifyError::Expired(format!(
-                "timestamp {timestamp} is {age} s from now, tolerance {tolerance} s"
-            )));
-        }
+        hookgate_plugin_sdk::check_timestamp(timestamp, tolerance)?;
         Ok(verified)
     }
 

@@ -23,9 +23,6 @@ hookgate_plugin_sdk::export_plugin!(Stripe);
 /// Stripe's own libraries default to five minutes.
 const DEFAULT_TOLERANCE_SECONDS: u64 = 300;
 
-/// Setting that overrides [`DEFAULT_TOLERANCE_SECONDS`].
-const TOLERANCE_SETTING: &str = "tolerance_seconds";
-
 /// Length of an HMAC-SHA256.
 const MAC_LEN: usize = 32;
 
@@ -91,18 +88,6 @@ fn parse_signature(header: &str) -> Result<SignatureHeader<'_>, VerifyError> {
     })
 }
 
-fn tolerance(settings: &Settings) -> Result<u64, VerifyError> {
-    match settings.get(TOLERANCE_SETTING) {
-        None => Ok(DEFAULT_TOLERANCE_SECONDS),
-        Some(text) => text.trim().parse().map_err(|_| {
-            // Fail closed: a typo must not turn the replay check off.
-            VerifyError::Rejected(format!(
-                "setting {TOLERANCE_SETTING} is not a whole number of seconds"
-            ))
-        }),
-    }
-}
-
 impl SourcePlugin for Stripe {
     fn metadata() -> Metadata {
         Metadata {
@@ -120,7 +105,8 @@ impl SourcePlugin for Stripe {
         _keys: &[KeyHandle],
         settings: &Settings,
     ) -> Result<Verified, VerifyError> {
-        let tolerance = tolerance(settings)?;
+        let tolerance =
+            hookgate_plugin_sdk::timestamp_tolerance(settings, DEFAULT_TOLERANCE_SECONDS)?;
         let header = req
             .header("stripe-signature")
             .filter(|h| !h.trim().is_empty())
@@ -146,14 +132,7 @@ impl SourcePlugin for Stripe {
 
         // Checked after the signature, as Stripe's libraries do, so `expired` only ever
         // describes an authentic delivery; a future timestamp is refused as well.
-        let now = hookgate_plugin_sdk::now_unix_seconds();
-        let age = now.abs_diff(signature.timestamp);
-        if age > tolerance {
-            return Err(VerifyError::Expired(format!(
-                "timestamp {} is {age} s from now, tolerance {tolerance} s",
-                signature.timestamp
-            )));
-        }
+        hookgate_plugin_sdk::check_timestamp(signature.timestamp, tolerance)?;
         Ok(Verified::by(handle))
     }
 
