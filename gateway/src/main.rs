@@ -44,7 +44,7 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Inspect and export source plugins.
+    /// Inspect, test and export source plugins.
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
@@ -81,6 +81,17 @@ enum Command {
 enum PluginsCommand {
     /// Load a plugin component, validate its exports and print its metadata.
     Check { file: PathBuf },
+    /// Run a plugin's fixtures (recorded deliveries and their expected outcome) offline.
+    /// Exit code 0 when all pass, 1 when any fails or the plugin does not load, 2 when no
+    /// usable fixtures are found.
+    Test {
+        /// The plugin file, or the name of a bundled plugin (`shopify`).
+        plugin: String,
+        /// The fixtures file (default: FILE.fixtures.json beside FILE.wasm, or the bundled
+        /// plugin's own).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+    },
     /// Write the bundled plugins as .wasm files into a directory.
     Export { dir: PathBuf },
 }
@@ -168,6 +179,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plugins {
+            command: PluginsCommand::Test { plugin, fixtures },
+        } => plugins_test(&plugin, fixtures),
+        Command::Plugins {
             command: PluginsCommand::Export { dir },
         } => {
             for path in plugin::export_bundled(&dir)? {
@@ -188,6 +202,76 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `plugins test`: a plugin file (fixtures beside it) or a bundled plugin by name (its
+/// shipped fixtures), unless `--fixtures` names the file.
+fn plugins_test(plugin: &str, fixtures: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let usage = |message: String| {
+        eprintln!("hookgate: {message}");
+        Ok(ExitCode::from(2))
+    };
+    let file = PathBuf::from(plugin);
+    // A file of that name wins over a bundled plugin.
+    let bundled = plugin::bundled()
+        .iter()
+        .find(|(name, _)| *name == plugin && !file.exists());
+    let bytes = match bundled {
+        Some((_, bytes)) => bytes.to_vec(),
+        None => match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let names: Vec<_> = plugin::bundled().iter().map(|(n, _)| *n).collect();
+                return usage(format!(
+                    "cannot read {}: {e} (nor is it a bundled plugin: {})",
+                    file.display(),
+                    names.join(", ")
+                ));
+            }
+        },
+    };
+    let (text, fixtures_path) = match (fixtures, bundled) {
+        (None, Some((name, _))) => match plugin::bundled_fixtures(name) {
+            Some(text) => (text.to_owned(), format!("the bundled {name} fixtures")),
+            None => {
+                return usage(format!(
+                    "no fixtures bundled for {name}; pass --fixtures FILE"
+                ));
+            }
+        },
+        (given, _) => {
+            let path = given.unwrap_or_else(|| file.with_extension("fixtures.json"));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => (text, path.display().to_string()),
+                Err(e) => {
+                    return usage(format!(
+                        "no fixtures found: cannot read {}: {e}; pass --fixtures FILE",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    };
+    let fixtures = match plugin::load_fixtures(&text) {
+        Ok(fixtures) => fixtures,
+        Err(error) => return usage(format!("{fixtures_path}: {error}")),
+    };
+    let engine = plugin::PluginEngine::new(plugin::PluginLimits::default())?;
+    let loaded = match engine.load(&bytes) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("hookgate: {plugin}: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let report = plugin::run_fixtures(&loaded, &fixtures);
+    println!("{} against {fixtures_path}", report.plugin);
+    println!("{report}");
+    Ok(if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn send(

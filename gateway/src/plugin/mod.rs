@@ -9,6 +9,7 @@ mod check;
 mod convert;
 mod engine;
 mod fault;
+mod fixtures;
 mod guest_threads;
 mod load;
 mod registry;
@@ -23,6 +24,10 @@ pub use call::{Call, CallInput, MapFailure, OwnedCallInput, Processed, VerifiedC
 pub use check::{CheckReport, check_file};
 pub use engine::{EPOCH_TICK, EngineError, PluginEngine, PluginLimits};
 pub use fault::PluginFault;
+pub use fixtures::{
+    Expectation, ExpectedEvent, ExpectedHandshake, ExpectedTime, Fixture, FixtureError,
+    FixtureReport, FixtureRequest, FixtureResult, bundled_fixtures, load_fixtures, run_fixtures,
+};
 pub use load::{CompiledFrom, Contract, LoadOptions, Plugin, PluginLoadError};
 pub use registry::{PluginInfo, PluginOrigin, PluginRegistry, RegistryError, RegistryOptions};
 pub use types::{
