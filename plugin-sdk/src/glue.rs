@@ -2,6 +2,9 @@
 //! [`SourcePlugin`] behind the generated `Guest` export. Used by
 //! [`export_plugin!`](crate::export_plugin); not part of the public API.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use crate::SourcePlugin;
 use crate::bindings::hookgate::plugin::types as wit;
 use crate::types::{
@@ -9,8 +12,28 @@ use crate::types::{
     Verified, VerifyError,
 };
 
-fn request(r: &wit::Request) -> Request {
-    Request::from_host(r)
+thread_local! {
+    /// The webhook this instance serves. An instance serves one webhook (the host makes a
+    /// fresh one for each), so what `tenant-hint` or `verify` read of the request (all
+    /// the headers, say) is kept for `map` instead of crossing into the guest again.
+    static CURRENT: RefCell<Option<Rc<Request>>> = const { RefCell::new(None) };
+}
+
+fn request(r: &wit::Request) -> Rc<Request> {
+    CURRENT.with(|current| {
+        let mut current = current.borrow_mut();
+        match &*current {
+            Some(request) => {
+                request.rebind(r);
+                Rc::clone(request)
+            }
+            None => {
+                let request = Rc::new(Request::from_host(r));
+                *current = Some(Rc::clone(&request));
+                request
+            }
+        }
+    })
 }
 
 /// Runs [`SourcePlugin::metadata`].

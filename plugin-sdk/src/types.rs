@@ -19,8 +19,10 @@ pub type SecretHandle = u32;
 ///
 /// In native tests it is built with [`Request::post`] and the `with_*` methods.
 pub struct Request {
+    /// The handle of the host's `request` borrowed by the current export call; each call
+    /// lends it anew, so the glue rebinds it before the plugin runs.
     #[cfg(target_arch = "wasm32")]
-    host: Option<core::mem::ManuallyDrop<crate::bindings::hookgate::plugin::types::Request>>,
+    host: std::cell::Cell<Option<u32>>,
     method: OnceCell<String>,
     topic: OnceCell<Option<String>>,
     query: OnceCell<Option<String>>,
@@ -52,7 +54,7 @@ impl Request {
     fn empty() -> Self {
         Self {
             #[cfg(target_arch = "wasm32")]
-            host: None,
+            host: std::cell::Cell::new(None),
             method: OnceCell::new(),
             topic: OnceCell::new(),
             query: OnceCell::new(),
@@ -65,14 +67,30 @@ impl Request {
     /// The delivery the host holds for this call.
     #[cfg(target_arch = "wasm32")]
     pub(crate) fn from_host(request: &crate::bindings::hookgate::plugin::types::Request) -> Self {
-        let mut this = Self::empty();
-        // A borrowed handle, valid for the export call this `Request` lives in: it must
-        // never be dropped by the guest, hence `ManuallyDrop`.
-        // SAFETY: the handle comes from a live borrow the host handed to this call.
-        this.host = Some(core::mem::ManuallyDrop::new(unsafe {
-            crate::bindings::hookgate::plugin::types::Request::from_handle(request.handle())
-        }));
+        let this = Self::empty();
+        this.rebind(request);
         this
+    }
+
+    /// Points this request at the handle the current export call borrowed, keeping what
+    /// earlier calls for the same webhook already read.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn rebind(&self, request: &crate::bindings::hookgate::plugin::types::Request) {
+        self.host.set(Some(request.handle()));
+    }
+
+    /// The borrowed `request` of the current call. Never dropped by the guest (it is a
+    /// borrow), hence `ManuallyDrop`.
+    #[cfg(target_arch = "wasm32")]
+    fn host(
+        &self,
+    ) -> Option<core::mem::ManuallyDrop<crate::bindings::hookgate::plugin::types::Request>> {
+        let handle = self.host.get()?;
+        // SAFETY: the handle is the live borrow of the export call now running: the glue
+        // rebinds it at the start of every call.
+        Some(core::mem::ManuallyDrop::new(unsafe {
+            crate::bindings::hookgate::plugin::types::Request::from_handle(handle)
+        }))
     }
 
     /// Shorthand for `Request::new("POST")`.
@@ -121,7 +139,7 @@ impl Request {
     pub fn method(&self) -> &str {
         self.method.get_or_init(|| {
             #[cfg(target_arch = "wasm32")]
-            if let Some(host) = &self.host {
+            if let Some(host) = self.host() {
                 return host.method();
             }
             String::new()
@@ -134,7 +152,7 @@ impl Request {
         self.topic
             .get_or_init(|| {
                 #[cfg(target_arch = "wasm32")]
-                if let Some(host) = &self.host {
+                if let Some(host) = self.host() {
                     return host.topic();
                 }
                 None
@@ -147,7 +165,7 @@ impl Request {
         self.query
             .get_or_init(|| {
                 #[cfg(target_arch = "wasm32")]
-                if let Some(host) = &self.host {
+                if let Some(host) = self.host() {
                     return host.query();
                 }
                 None
@@ -161,7 +179,7 @@ impl Request {
         self.public_url
             .get_or_init(|| {
                 #[cfg(target_arch = "wasm32")]
-                if let Some(host) = &self.host {
+                if let Some(host) = self.host() {
                     return host.public_url();
                 }
                 None
@@ -189,7 +207,7 @@ impl Request {
     pub fn headers(&self) -> &[(String, String)] {
         self.headers.get_or_init(|| {
             #[cfg(target_arch = "wasm32")]
-            if let Some(host) = &self.host {
+            if let Some(host) = self.host() {
                 return host.headers();
             }
             Vec::new()
@@ -201,7 +219,7 @@ impl Request {
     pub fn body(&self) -> &[u8] {
         self.body.get_or_init(|| {
             #[cfg(target_arch = "wasm32")]
-            if let Some(host) = &self.host {
+            if let Some(host) = self.host() {
                 return host.body();
             }
             Vec::new()
