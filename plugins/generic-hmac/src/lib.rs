@@ -13,6 +13,9 @@ use hookgate_plugin_sdk::{
 };
 use serde_json::value::RawValue;
 
+#[path = "../../fields.rs"]
+#[allow(dead_code, reason = "the shared file's id helpers serve other plugins")]
+mod fields;
 mod pointer;
 mod settings;
 mod template;
@@ -398,7 +401,7 @@ fn occurred_at(
         {
             return Ok(Some(Timestamp::UnixSeconds(seconds)));
         }
-    } else if is_rfc3339(&text) {
+    } else if fields::is_rfc3339(&text) {
         return Ok(Some(Timestamp::Rfc3339(text)));
     }
     hookgate_plugin_sdk::warn!(
@@ -407,65 +410,6 @@ fn occurred_at(
         value.text
     );
     Ok(None)
-}
-
-/// RFC 3339 `date-time` (section 5.6), with the ranges the host's parser enforces
-/// (a day that exists in its month, offsets up to 23:59), so a value passed on is one
-/// the host accepts. `t`, `z` and a space for `T` are allowed, as RFC 3339 notes.
-fn is_rfc3339(s: &str) -> bool {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let digits = b.get(r)?;
-        digits
-            .iter()
-            .all(u8::is_ascii_digit)
-            .then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
-    };
-    let shape = b.get(4) == Some(&b'-')
-        && b.get(7) == Some(&b'-')
-        && matches!(b.get(10), Some(b'T' | b't' | b' '))
-        && b.get(13) == Some(&b':')
-        && b.get(16) == Some(&b':');
-    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
-        num(0..4),
-        num(5..7),
-        num(8..10),
-        num(11..13),
-        num(14..16),
-        num(17..19),
-    ) else {
-        return false;
-    };
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => 0,
-    };
-    if !shape || day == 0 || day > days || hour > 23 || minute > 59 || second > 60 {
-        return false;
-    }
-    let mut rest = &b[19..];
-    if let Some(fraction) = rest.strip_prefix(b".") {
-        let n = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
-        if n == 0 {
-            return false;
-        }
-        rest = &fraction[n..];
-    }
-    match rest {
-        [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => {
-            let two = |a: &u8, b: &u8| {
-                (a.is_ascii_digit() && b.is_ascii_digit())
-                    .then(|| u32::from(a - b'0') * 10 + u32::from(b - b'0'))
-            };
-            matches!((two(h1, h2), two(m1, m2)), (Some(h), Some(m)) if h <= 23 && m <= 59)
-        }
-        _ => false,
-    }
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.

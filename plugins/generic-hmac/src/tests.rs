@@ -915,7 +915,6 @@ fn occurred_at_forms() {
         "2021-04-26T17:36:27.458Z",
         "2022-07-13T20:30:59.037339943Z",
         "2024-02-29T00:00:00+05:30",
-        "2024-02-29 00:00:60-23:59",
         "2024-02-29t00:00:00z",
     ] {
         assert_eq!(
@@ -933,6 +932,9 @@ fn occurred_at_forms() {
         Value::from("2024-01-01T00:00:00+24:00"),
         Value::from("2024-01-01T00:00:00"),
         Value::from("2024-01-01T00:00:00.Z"),
+        // RFC 3339 allows a space and a leap second; the plugins' shared check does not
+        // (a timestamp refused there is only not used, one the host refuses fails all).
+        Value::from("2024-02-29 00:00:60-23:59"),
         Value::from(1.5),
         Value::from(-1),
         Value::from(253_402_300_800_i64),
@@ -940,7 +942,7 @@ fn occurred_at_forms() {
         assert_eq!(when(bad.clone()), None, "{bad}");
     }
     let logs = host.take_logs();
-    assert_eq!(logs.len(), 10, "each ignored value is logged: {logs:?}");
+    assert_eq!(logs.len(), 11, "each ignored value is logged: {logs:?}");
     assert!(logs.iter().all(|l| l.level == LogLevel::Warn));
     assert_eq!(when(Value::Null), None);
 
@@ -1004,7 +1006,7 @@ fn tenant_hint_from_a_header_or_the_body() {
 
 #[test]
 fn rfc3339_checker_matches_the_calendar() {
-    use crate::is_rfc3339;
+    use crate::fields::is_rfc3339;
     assert!(is_rfc3339("2000-02-29T00:00:00Z"), "2000 is a leap year");
     assert!(!is_rfc3339("1900-02-29T00:00:00Z"), "1900 is not");
     assert!(is_rfc3339("2021-04-30T23:59:59.1+00:00"));

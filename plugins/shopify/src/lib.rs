@@ -8,6 +8,9 @@ use hookgate_plugin_sdk::{
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+#[path = "../../fields.rs"]
+#[allow(dead_code, reason = "the shared file's id helpers serve other plugins")]
+mod fields;
 mod json;
 #[path = "../../json_object.rs"]
 mod json_object;
@@ -91,7 +94,7 @@ impl SourcePlugin for Shopify {
             .or_else(|| shopify_header(req, "webhook-id"))
             .map(|id| format!("{topic}:{id}"));
         let occurred_at = shopify_header(req, "triggered-at").and_then(|at| {
-            if looks_like_rfc3339(at) {
+            if fields::is_rfc3339(at) {
                 Some(Timestamp::Rfc3339(at.to_owned()))
             } else {
                 hookgate_plugin_sdk::warn!("ignoring X-Shopify-Triggered-At: not RFC 3339");
@@ -213,41 +216,6 @@ fn subject(topic: &str, payload: &Payload<'_>) -> Result<Option<String>, MapErro
         _ => None,
     };
     Ok(fallback)
-}
-
-/// A cheap shape check (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`): the host parses the
-/// value; this only keeps obvious garbage from replacing the receive time.
-fn looks_like_rfc3339(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    if !(digits(0..4)
-        && b.get(4) == Some(&b'-')
-        && digits(5..7)
-        && b.get(7) == Some(&b'-')
-        && digits(8..10)
-        && matches!(b.get(10), Some(b'T' | b't' | b' '))
-        && digits(11..13)
-        && b.get(13) == Some(&b':')
-        && digits(14..16)
-        && b.get(16) == Some(&b':')
-        && digits(17..19))
-    {
-        return false;
-    }
-    let mut rest = &b[19..];
-    if let Some(frac) = rest.strip_prefix(b".") {
-        let n = frac.iter().take_while(|d| d.is_ascii_digit()).count();
-        if n == 0 {
-            return false;
-        }
-        rest = &frac[n..];
-    }
-    match rest {
-        [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -407,13 +407,13 @@ fn metadata_describes_the_plugin() {
 }
 
 #[test]
-fn rfc3339_shape_check() {
+fn rfc3339_check_refuses_what_the_host_would() {
     for ok in [
         "2025-11-24T15:20:00Z",
         "2025-11-24T15:20:00.000Z",
         "2025-11-24t15:20:00.123456-05:30",
     ] {
-        assert!(crate::looks_like_rfc3339(ok), "{ok}");
+        assert!(crate::fields::is_rfc3339(ok), "{ok}");
     }
     for bad in [
         "",
@@ -423,7 +423,10 @@ fn rfc3339_shape_check() {
         "2025-11-24T15:20:00+0100",
         "2025-11-24T15:20:00Zjunk",
         "１２３４-11-24T15:20:00Z",
+        // The right shape, no such day: the host would refuse the whole mapping.
+        "2025-13-24T15:20:00Z",
+        "2025-02-30T15:20:00Z",
     ] {
-        assert!(!crate::looks_like_rfc3339(bad), "{bad}");
+        assert!(!crate::fields::is_rfc3339(bad), "{bad}");
     }
 }
