@@ -2,7 +2,6 @@
 //! from their URLs, plugins loaded, sources bound, relay and HTTP server started — and
 //! stops it gracefully.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,16 +11,15 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::{self, HttpLimits, State};
+use crate::ingest::Pipeline;
 use crate::ingest::batch::BatchWriter;
-use crate::ingest::{Pipeline, SourceRuntime, SourceTable};
 use crate::metrics::Metrics;
-use crate::plugin::{
-    Credentials, OutputLimits, PluginEngine, PluginLimits, PluginRegistry, RegistryOptions,
-};
+use crate::plugin::{OutputLimits, PluginEngine, PluginLimits};
 use crate::publish::relay::{Relay, RelayConfig};
 use crate::publish::{self, BusOptions};
+use crate::reload::watch::FileWatch;
+use crate::reload::{ConfigLoader, Reloader, candidate};
 use crate::{dedupe, store};
-use hookgate_plugin_sdk::keys::PublicKey;
 
 /// Webhooks per storage transaction at most.
 const MAX_BATCH: usize = 256;
@@ -38,11 +36,24 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     relay: tokio::task::JoinHandle<()>,
+    _watch: Option<FileWatch>,
 }
 
 impl Gateway {
-    /// Connects everything the configuration names and starts serving.
+    /// Connects everything the configuration names and starts serving. A reload reads
+    /// the same file again with the process environment.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let file = config.file().map(std::path::Path::to_path_buf);
+        let same = config.clone();
+        let loader: ConfigLoader = Arc::new(move || match &file {
+            Some(file) => Config::load_from_process_env(Some(file), &Default::default()),
+            None => Ok(same.clone()),
+        });
+        Self::start_with(config, loader).await
+    }
+
+    /// [`Gateway::start`], with `loader` reading the configuration again on reload.
+    pub async fn start_with(config: &Config, loader: ConfigLoader) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
         let store = store::connect(config.storage.url.expose(), &config.storage.schema)
             .await
@@ -77,29 +88,17 @@ impl Gateway {
             },
         })
         .context("plugin engine")?;
-        let plugin_dir = config
-            .plugins
-            .dir
-            .is_dir()
-            .then(|| config.plugins.dir.clone());
-        let plugins = Arc::new(PluginRegistry::build(
-            &engine,
-            &RegistryOptions {
-                dir: plugin_dir,
-                cache_dir: Some(config.plugins.cache_dir.clone()),
-                skip_bundled: false,
-                bundled_only: Some(
-                    config
-                        .enabled_sources()
-                        .map(|(name, source)| source.plugin_name(name).to_owned())
-                        .collect(),
-                ),
-            },
-        ));
+        let plugins = {
+            let engine = engine.clone();
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || candidate::load_plugins(&engine, &config, None))
+                .await
+                .context("loading plugins")?
+        };
         for error in plugins.errors() {
             tracing::error!(%error, "plugin failed to load");
         }
-        let sources = bind_sources(config, &plugins)?;
+        let sources = candidate::bind_sources(config, &plugins)?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (relay_handle, relay) = Relay::start(
@@ -121,6 +120,7 @@ impl Gateway {
         );
         let pipeline = Arc::new(Pipeline::new(
             sources,
+            plugins,
             writer,
             relay_handle,
             metrics.clone(),
@@ -133,12 +133,33 @@ impl Gateway {
             body_read_timeout: config.http.body_read_timeout(),
             max_concurrency: usize::try_from(config.http.max_concurrency).unwrap_or(usize::MAX),
         };
+        let reloader = Arc::new(Reloader::new(
+            engine,
+            pipeline.clone(),
+            metrics.clone(),
+            loader,
+            config.clone(),
+        ));
+        let watch = if config.plugins.watch {
+            FileWatch::start(
+                reloader.clone(),
+                config.file(),
+                &config.plugins.dir,
+                shutdown_rx.clone(),
+            )
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot watch the config file and plugin directory; reload with SIGHUP or the admin API");
+                None
+            })
+        } else {
+            None
+        };
         let state = Arc::new(State {
             pipeline,
+            reloader,
             store,
             dedupe,
             sink,
-            plugins,
             metrics,
             admin_token: config.admin_token.as_ref().map(|t| t.expose().to_owned()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency)),
@@ -156,6 +177,7 @@ impl Gateway {
             shutdown,
             server,
             relay,
+            _watch: watch,
         })
     }
 
@@ -166,51 +188,4 @@ impl Gateway {
         let _ = self.server.await;
         let _ = self.relay.await;
     }
-}
-
-/// Binds each enabled source to its plugin, secrets and settings.
-fn bind_sources(config: &Config, plugins: &PluginRegistry) -> anyhow::Result<SourceTable> {
-    let mut table = HashMap::new();
-    for (name, source) in config.enabled_sources() {
-        let plugin_name = source.plugin_name(name);
-        let plugin = plugins.get(plugin_name).cloned().with_context(|| {
-            format!("sources.{name}.plugin: no plugin named \"{plugin_name}\" is loaded")
-        })?;
-        let retry_window = plugin.metadata().retry_window_hours;
-        let keys = source
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                PublicKey::parse(text).with_context(|| format!("sources.{name}.keys[{i}]"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let public_url = source.public_url.as_ref().or(config.public_url.as_ref());
-        table.insert(
-            name.to_owned(),
-            Arc::new(SourceRuntime {
-                name: name.to_owned(),
-                credentials: Credentials {
-                    secrets: source
-                        .secrets
-                        .iter()
-                        .map(|s| s.expose().as_bytes().to_vec())
-                        .collect(),
-                    keys: keys.into(),
-                    public_url: public_url.map(|url| Arc::from(url.as_str())),
-                    allow_raw_mac: source.allow_raw_mac,
-                },
-                settings: Arc::new(
-                    source
-                        .settings
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                ),
-                dedupe_ttl: config.dedupe_ttl_for(name, retry_window),
-                plugin,
-            }),
-        );
-    }
-    Ok(table)
 }

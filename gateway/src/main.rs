@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use hookgate::app::Gateway;
 use hookgate::client::HttpClient;
-use hookgate::config::{CliOverrides, Config, LogFormat};
+use hookgate::config::{CliOverrides, Config, ConfigError, LogFormat};
+use hookgate::reload::Trigger;
 use hookgate::{plugin, sample, store};
 
 // glibc's malloc was a seventh of the gateway's CPU under load (fragmentation
@@ -70,6 +72,20 @@ enum Command {
         #[arg(long)]
         event_id: Option<String>,
     },
+    /// Ask a running gateway to reload its configuration and plugin directory
+    /// (`POST /api/v1/admin/reload`); prints the outcome. Exit code 0 when it applied (or
+    /// found nothing to change, or validated with --dry-run), 1 when it was rejected.
+    Reload {
+        /// Gateway base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8012")]
+        url: String,
+        /// Admin bearer token.
+        #[arg(long, env = "HOOKGATE_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Validate and show what would change, without swapping.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Replay stored webhooks through the current plugins.
     Replay {
         /// Entry id.
@@ -120,9 +136,8 @@ fn main() -> ExitCode {
 fn load_config(
     path: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
-) -> anyhow::Result<Config> {
-    let config = Config::load_from_process_env(path.as_deref(), &CliOverrides { listen })?;
-    Ok(config)
+) -> Result<Config, ConfigError> {
+    Config::load_from_process_env(path.as_deref(), &CliOverrides { listen })
 }
 
 fn init_logging(json: bool) {
@@ -145,13 +160,16 @@ fn init_logging(json: bool) {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, listen } => {
-            let config = load_config(config, listen)?;
+            let path = config;
+            let config = load_config(path.clone(), listen)?;
             init_logging(config.log_format == LogFormat::Json);
             for warning in config.warnings() {
                 tracing::warn!("{warning}");
             }
-            let gateway = Gateway::start(&config).await?;
-            wait_for_stop().await;
+            let loader: hookgate::reload::ConfigLoader =
+                Arc::new(move || load_config(path.clone(), listen));
+            let gateway = Gateway::start_with(&config, loader).await?;
+            wait_for_stop(&gateway).await;
             tracing::info!("stopping: finishing requests in flight");
             gateway.stop().await;
             Ok(ExitCode::SUCCESS)
@@ -197,6 +215,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             event_id,
         } => send(&source, &url, secret, &topic, file, event_id).await,
+        Command::Reload {
+            url,
+            token,
+            dry_run,
+        } => reload(&url, &token, dry_run).await,
         Command::Replay { .. } => {
             eprintln!("hookgate: replay is not implemented yet");
             Ok(ExitCode::from(2))
@@ -345,8 +368,44 @@ async fn send(
     })
 }
 
-/// Ctrl-C or SIGTERM stop the gateway. SIGHUP must not kill it (its default action).
-async fn wait_for_stop() {
+async fn reload(url: &str, token: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let endpoint = format!(
+        "{}/api/v1/admin/reload{}",
+        url.trim_end_matches('/'),
+        if dry_run { "?dry_run=true" } else { "" }
+    );
+    let reply = HttpClient::new()
+        .send(
+            http::Method::POST,
+            &endpoint,
+            &[("authorization".into(), format!("Bearer {token}"))],
+            Vec::new(),
+        )
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    let body = reply.json();
+    match reply.status {
+        200 | 422 => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+            Ok(if reply.status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        status => {
+            let message = body["message"].as_str().unwrap_or("no message");
+            eprintln!("hookgate: reload failed: HTTP {status}: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM stop the gateway; SIGHUP reloads it.
+async fn wait_for_stop(gateway: &Gateway) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -361,7 +420,10 @@ async fn wait_for_stop() {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return,
                 _ = terminate.recv() => return,
-                _ = hangup.recv() => tracing::warn!("SIGHUP received: configuration reload is not implemented yet; ignoring"),
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP received: reloading");
+                    gateway.state.reloader.reload(Trigger::Signal, false).await;
+                }
             }
         }
     }

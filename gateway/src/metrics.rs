@@ -36,6 +36,18 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+/// A secret by its fingerprint (`ingest::rotation::fingerprint`), never its value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabel {
+    pub source: String,
+    pub secret: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -65,6 +77,10 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub dlq_size: Gauge,
     pub http_rejected: Family<ReasonLabel, Counter>,
+    pub reloads: Family<ResultLabel, Counter>,
+    pub reload_rejections: Gauge,
+    pub last_reload_success: Gauge,
+    pub secret_matches: Family<SecretLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -188,6 +204,31 @@ impl Metrics {
             "Requests refused before reaching a source (too large, timeout, shed, bad request)",
             http_rejected.clone(),
         );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reload attempts, whatever their trigger, by result (applied, unchanged, validated, rejected)",
+            reloads.clone(),
+        );
+        let reload_rejections = Gauge::default();
+        registry.register(
+            "reload_rejections",
+            "What the last reload attempt rejected (plugins that failed to load or pass their fixtures, config errors); 0 after a success",
+            reload_rejections.clone(),
+        );
+        let last_reload_success = Gauge::default();
+        registry.register_with_unit(
+            "last_reload_success_timestamp",
+            "Unix time of the last reload that applied or found nothing to change",
+            Unit::Seconds,
+            last_reload_success.clone(),
+        );
+        let secret_matches = Family::<SecretLabel, Counter>::default();
+        registry.register(
+            "secret_matches",
+            "Verified webhooks by source and the secret that matched (its fingerprint: the first 8 bytes of its SHA-256, hex)",
+            secret_matches.clone(),
+        );
         registry.register(
             "build",
             "hookgate build information",
@@ -214,7 +255,22 @@ impl Metrics {
             outbox_backlog,
             dlq_size,
             http_rejected,
+            reloads,
+            reload_rejections,
+            last_reload_success,
+            secret_matches,
         }
+    }
+
+    /// Counts one reload attempt.
+    pub fn reload(&self, result: &'static str, rejections: usize) {
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        self.reload_rejections
+            .set(i64::try_from(rejections).unwrap_or(i64::MAX));
+    }
+
+    pub fn reload_succeeded(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.last_reload_success.set(at.timestamp());
     }
 
     pub fn webhook(&self, source: &str, outcome: &'static str) {
@@ -287,6 +343,14 @@ mod tests {
         metrics.dedupe_hits.get_or_create(&source).inc();
         metrics.publish_failures.get_or_create(&reason).inc();
         metrics.http_rejected.get_or_create(&reason).inc();
+        metrics.reload("applied", 0);
+        metrics
+            .secret_matches
+            .get_or_create(&SecretLabel {
+                source: "shopify".into(),
+                secret: "0".into(),
+            })
+            .inc();
         metrics
             .encode()
             .lines()

@@ -408,6 +408,9 @@ pub struct PluginsConfig {
     pub max_event_bytes_mb: u64,
     /// Longest error or log text kept from a plugin, in characters; longer is cut.
     pub max_error_chars: u32,
+    /// Reload when the config file or a file of `dir` changes; false leaves reloads to
+    /// SIGHUP and the admin API (a read-only mount, or deploys that reload explicitly).
+    pub watch: bool,
 }
 
 impl Default for PluginsConfig {
@@ -420,6 +423,7 @@ impl Default for PluginsConfig {
             max_events: 100,
             max_event_bytes_mb: 32,
             max_error_chars: 1024,
+            watch: true,
         }
     }
 }

@@ -58,18 +58,17 @@ pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> Ht
         (["webhooks"], &Method::GET) => list_webhooks(state, &query).await,
         (["webhooks", id], &Method::GET) => get_webhook(state, id).await,
         (["plugins"], &Method::GET) => Ok(list_plugins(state)),
-        (
-            ["webhooks", _, "replay"]
-            | ["webhooks", "replay"]
-            | ["dlq"]
-            | ["dlq", "replay"]
-            | ["reload"],
-            _,
-        ) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "replay, the dead-letter queue and reload are not implemented yet",
-        )),
+        (["sources"], &Method::GET) => Ok(list_sources(state)),
+        (["sources"], _) => return method_not_allowed("GET"),
+        (["reload"], &Method::POST) => reload(state, &query).await,
+        (["reload"], _) => return method_not_allowed("POST"),
+        (["webhooks", _, "replay"] | ["webhooks", "replay"] | ["dlq"] | ["dlq", "replay"], _) => {
+            Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                "replay and the dead-letter queue are not implemented yet",
+            ))
+        }
         (["webhooks" | "plugins"], _) | (["webhooks", _], _) => return method_not_allowed("GET"),
         _ => Err(ApiError::not_found()),
     };
@@ -202,10 +201,88 @@ async fn get_webhook(state: &State, id: &str) -> Result<HttpResponse, ApiError> 
 
 fn list_plugins(state: &State) -> HttpResponse {
     let (plugins, errors) = super::plugin_listing(state);
+    let reloads = state.reloader.status();
     json_response(
         StatusCode::OK,
-        &json!({ "plugins": plugins, "load_errors": errors }),
+        &json!({
+            "plugins": plugins,
+            "load_errors": errors,
+            "rejected": reloads.last_rejected.as_ref().map(|r| &r.rejected),
+            "last_reload": reloads.last,
+            "last_reload_success_at": reloads.last_success_at,
+        }),
     )
+}
+
+/// The sources serving now: their plugin build and, per secret, only its fingerprint and
+/// when it last matched (rotation: an old secret that stopped matching can go).
+fn list_sources(state: &State) -> HttpResponse {
+    let sources = state.pipeline.sources();
+    let mut names: Vec<&String> = sources.keys().collect();
+    names.sort();
+    let listed: Vec<serde_json::Value> = names
+        .into_iter()
+        .filter_map(|name| sources.get(name))
+        .map(|source| {
+            let metadata = source.plugin.metadata();
+            let secrets: Vec<serde_json::Value> = source
+                .secret_ids
+                .iter()
+                .map(|id| {
+                    let used = state.pipeline.secret_use(&source.name, id);
+                    json!({
+                        "id": id,
+                        "matches": used.map_or(0, |u| u.matches),
+                        "last_matched_at": used.map(|u| u.last_matched_at),
+                    })
+                })
+                .collect();
+            json!({
+                "name": source.name,
+                "plugin": {
+                    "name": metadata.name,
+                    "version": metadata.version,
+                    "sha256": source.plugin.sha256_hex(),
+                },
+                "secrets": secrets,
+                "keys": source.credentials.keys.len(),
+                "public_url": source.credentials.public_url.as_deref(),
+                "dedupe_ttl_seconds": source.dedupe_ttl.as_secs(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "sources": listed }))
+}
+
+/// `POST /reload[?dry_run=true]`: 200 with what changed (or would), 422 with the same shape
+/// naming what was rejected when nothing changed.
+async fn reload(state: &State, query: &str) -> Result<HttpResponse, ApiError> {
+    let mut dry_run = false;
+    for (key, value) in parse_query(query) {
+        match key.as_str() {
+            "dry_run" => {
+                dry_run = match value.as_str() {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(ApiError::bad_request("`dry_run` must be true or false")),
+                }
+            }
+            _ => return Err(ApiError::bad_request(format!("unknown parameter `{key}`"))),
+        }
+    }
+    let outcome = state
+        .reloader
+        .reload(crate::reload::Trigger::Admin, dry_run)
+        .await;
+    let status = if outcome.result == crate::reload::ReloadResult::Rejected {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(
+        status,
+        &serde_json::to_value(&outcome).unwrap_or_default(),
+    ))
 }
 
 fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
@@ -221,6 +298,7 @@ fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
         "received_at": entry.received_at.to_rfc3339(),
         "plugin": entry.plugin,
         "plugin_version": entry.plugin_version,
+        "plugin_sha256": entry.plugin_sha256,
         "correlation_id": entry.correlation_id,
         "body_size": entry.body.len(),
     })

@@ -43,9 +43,14 @@ pub async fn full(state: &State) -> HttpResponse {
         Ok(Err(error)) => json!({ "status": "unknown", "error": error.to_string() }),
         Err(_) => json!({ "status": "unknown", "error": "no answer within 2 s" }),
     };
+    let reloads = state.reloader.status();
     let status = if storage.is_err() || plugins.is_empty() {
         "down"
-    } else if dedupe.is_err() || bus.is_err() || !load_errors.is_empty() {
+    } else if dedupe.is_err()
+        || bus.is_err()
+        || !load_errors.is_empty()
+        || reloads.last_rejected.is_some()
+    {
         "degraded"
     } else {
         "ok"
@@ -67,13 +72,19 @@ pub async fn full(state: &State) -> HttpResponse {
             "plugin_errors": load_errors,
             "sources": sources.keys().collect::<Vec<_>>(),
             "outbox": outbox,
+            "reload": {
+                "last_result": reloads.last.as_ref().map(|r| r.result),
+                "last_at": reloads.last.as_ref().map(|r| r.at),
+                "last_success_at": reloads.last_success_at,
+                "rejected": reloads.last_rejected.as_ref().map(|r| &r.rejected),
+            },
         }),
     )
 }
 
 pub async fn ready(state: &State) -> HttpResponse {
     let storage = probe(state.store.ping()).await;
-    let plugins_loaded = !state.plugins.list().is_empty();
+    let plugins_loaded = !state.pipeline.plugins().list().is_empty();
     match (storage, plugins_loaded) {
         (Ok(()), true) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
         (storage, plugins_loaded) => json_response(

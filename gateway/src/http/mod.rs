@@ -17,8 +17,8 @@ use tracing::Instrument;
 use crate::dedupe::Dedupe;
 use crate::ingest::Pipeline;
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::plugin::PluginRegistry;
 use crate::publish::EventSink;
+use crate::reload::Reloader;
 use crate::store::Store;
 use error::{ApiError, HttpResponse, json_response, method_not_allowed};
 
@@ -38,7 +38,7 @@ pub struct State {
     pub store: Arc<dyn Store>,
     pub dedupe: Arc<dyn Dedupe>,
     pub sink: Arc<dyn EventSink>,
-    pub plugins: Arc<PluginRegistry>,
+    pub reloader: Arc<Reloader>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
     pub limits: HttpLimits,
@@ -145,33 +145,29 @@ fn correlation_id<B>(request: &Request<B>) -> String {
 /// The loaded plugins with the sources bound to each, and the plugins that failed to load:
 /// what both the health report and the admin API show.
 pub fn plugin_listing(state: &State) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
-    let sources = state.pipeline.sources();
-    let plugins = state
-        .plugins
+    let plugins = state.pipeline.plugins();
+    let bound = crate::reload::sources_by_plugin(&state.pipeline.sources());
+    let listed = plugins
         .list()
         .into_iter()
         .map(|plugin| {
-            let bound: Vec<&str> = sources
-                .values()
-                .filter(|s| s.plugin.metadata().name == plugin.name)
-                .map(|s| s.name.as_str())
-                .collect();
+            let contract = plugins.get(&plugin.name).map(|p| p.contract().version());
             serde_json::json!({
                 "name": plugin.name,
                 "version": plugin.version,
                 "sha256": plugin.sha256,
                 "origin": plugin.origin.to_string(),
-                "sources": bound,
+                "contract": contract,
+                "sources": bound.get(&plugin.name).cloned().unwrap_or_default(),
             })
         })
         .collect();
-    let errors = state
-        .plugins
+    let errors = plugins
         .errors()
         .iter()
         .map(|error| serde_json::json!({ "origin": error.origin.to_string(), "error": error.to_string() }))
         .collect();
-    (plugins, errors)
+    (listed, errors)
 }
 
 #[cfg(test)]

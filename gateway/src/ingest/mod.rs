@@ -2,6 +2,7 @@
 //! storage with its outbox, and the hand-off to the relay. HTTP concerns stay outside.
 
 pub mod batch;
+pub mod rotation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,10 +13,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::dedupe;
-use crate::metrics::{Metrics, PluginFailure, PluginLabel, SourceLabel};
+use crate::metrics::{Metrics, PluginFailure, PluginLabel, SecretLabel, SourceLabel};
 use crate::plugin::{
     Credentials, DomainEvent, Handshake, MapFailure, MapOutcome, Mapping, OwnedCallInput, Plugin,
-    PluginFault, Processed, Timestamp, VerifyError, WebhookRequest,
+    PluginFault, PluginRegistry, Processed, Timestamp, VerifyError, WebhookRequest,
 };
 use crate::publish::envelope::{self, EnvelopeInput, EventData};
 use crate::publish::relay::RelayHandle;
@@ -32,10 +33,19 @@ pub struct SourceRuntime {
     pub credentials: Credentials,
     pub settings: Arc<crate::plugin::Settings>,
     pub dedupe_ttl: Duration,
+    /// [`rotation::fingerprint`] of each secret, in `credentials.secrets` order.
+    pub secret_ids: Arc<[String]>,
 }
 
 /// The sources by name; swapped whole on reload.
 pub type SourceTable = HashMap<String, Arc<SourceRuntime>>;
+
+/// What serves webhooks now: the sources and the plugin set they were bound from,
+/// swapped together so the admin API never shows a plugin set the sources do not use.
+struct Serving {
+    sources: Arc<SourceTable>,
+    plugins: PluginRegistry,
+}
 
 /// A webhook as the HTTP layer hands it over.
 pub struct Delivery {
@@ -71,18 +81,20 @@ pub enum IngestError {
 }
 
 pub struct Pipeline {
-    sources: RwLock<Arc<SourceTable>>,
+    serving: RwLock<Arc<Serving>>,
     writer: BatchWriter,
     relay: RelayHandle,
     metrics: Arc<Metrics>,
     subject_prefix: String,
     /// This deployment's share of the dedupe cache (`Config::dedupe_namespace`).
     cache_namespace: String,
+    secret_usage: rotation::SecretUsage,
 }
 
 impl Pipeline {
     pub fn new(
         sources: SourceTable,
+        plugins: PluginRegistry,
         writer: BatchWriter,
         relay: RelayHandle,
         metrics: Arc<Metrics>,
@@ -90,29 +102,51 @@ impl Pipeline {
         cache_namespace: String,
     ) -> Self {
         Self {
-            sources: RwLock::new(Arc::new(sources)),
+            serving: RwLock::new(Arc::new(Serving {
+                sources: Arc::new(sources),
+                plugins,
+            })),
             writer,
             relay,
             metrics,
             subject_prefix,
             cache_namespace,
+            secret_usage: rotation::SecretUsage::default(),
         }
     }
 
-    pub fn sources(&self) -> Arc<SourceTable> {
-        match self.sources.read() {
+    fn serving(&self) -> Arc<Serving> {
+        match self.serving.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Replaces every source at once; requests in flight keep the table they started with.
-    pub fn replace_sources(&self, table: SourceTable) {
-        let table = Arc::new(table);
-        match self.sources.write() {
-            Ok(mut guard) => *guard = table,
-            Err(poisoned) => *poisoned.into_inner() = table,
+    pub fn sources(&self) -> Arc<SourceTable> {
+        self.serving().sources.clone()
+    }
+
+    /// The plugin set the sources were bound from.
+    pub fn plugins(&self) -> PluginRegistry {
+        self.serving().plugins.clone()
+    }
+
+    /// Replaces every source and the plugin set at once; requests in flight keep the
+    /// sources they started with.
+    pub fn replace(&self, table: SourceTable, plugins: PluginRegistry) {
+        let serving = Arc::new(Serving {
+            sources: Arc::new(table),
+            plugins,
+        });
+        match self.serving.write() {
+            Ok(mut guard) => *guard = serving,
+            Err(poisoned) => *poisoned.into_inner() = serving,
         }
+    }
+
+    /// Replaces every source, keeping the plugin set.
+    pub fn replace_sources(&self, table: SourceTable) {
+        self.replace(table, self.plugins());
     }
 
     pub async fn ingest(&self, delivery: Delivery) -> Result<Ingested, IngestError> {
@@ -160,6 +194,9 @@ impl Pipeline {
             } => (mapped, matched_secret, matched_key),
         };
         tracing::debug!(source = %source.name, correlation_id = %delivery.correlation_id, ?matched_secret, ?matched_key, "webhook verified");
+        if let Some(id) = matched_secret.and_then(|i| source.secret_ids.get(i)) {
+            self.secret_matched(&source.name, id, delivery.received_at);
+        }
         let webhook = match mapped {
             Ok(MapOutcome::Respond(handshake)) => return Ok(Ingested::Handshake(handshake)),
             Ok(MapOutcome::Events(mapping)) => {
@@ -210,6 +247,22 @@ impl Pipeline {
             tracing::error!(source = %source.name, correlation_id, %fault, "plugin fault during verify");
             IngestError::PluginFault(fault)
         })
+    }
+
+    fn secret_matched(&self, source: &str, id: &str, at: DateTime<Utc>) {
+        self.metrics
+            .secret_matches
+            .get_or_create(&SecretLabel {
+                source: source.to_owned(),
+                secret: id.to_owned(),
+            })
+            .inc();
+        self.secret_usage.record(source, id, at);
+    }
+
+    /// How often, and when last, each secret of `source` matched.
+    pub fn secret_use(&self, source: &str, id: &str) -> Option<rotation::SecretUse> {
+        self.secret_usage.get(source, id)
     }
 
     fn count_fault(&self, source: &SourceRuntime, fault: &PluginFault) {
@@ -292,6 +345,7 @@ impl Pipeline {
                 last_error: None,
                 plugin: metadata.name.clone(),
                 plugin_version: metadata.version.clone(),
+                plugin_sha256: source.plugin.sha256_hex(),
                 correlation_id: delivery.correlation_id.clone(),
             },
             events,
@@ -371,6 +425,7 @@ impl Pipeline {
                 last_error: Some(reason),
                 plugin: metadata.name.clone(),
                 plugin_version: metadata.version.clone(),
+                plugin_sha256: source.plugin.sha256_hex(),
                 correlation_id: delivery.correlation_id.clone(),
             },
             events: Vec::new(),

@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use super::engine::PluginEngine;
 use super::load::{LoadOptions, Plugin, PluginLoadError};
 
@@ -73,6 +75,10 @@ pub struct RegistryOptions {
     /// Load only these bundled plugins (the ones the sources use): each one compiled at
     /// start costs start-up time, and most deployments use two or three. `None` loads all.
     pub bundled_only: Option<BTreeSet<String>>,
+    /// The registry in service: a component with the same SHA-256 as one of its plugins
+    /// is taken from it instead of being compiled and validated again (a reload with one
+    /// new file costs that file only).
+    pub previous: Option<PluginRegistry>,
 }
 
 struct Entry {
@@ -120,7 +126,7 @@ impl PluginRegistry {
                     .is_none_or(|only| only.contains(name))
             };
             for (name, bytes) in super::bundled().iter().filter(|(name, _)| wanted(name)) {
-                match engine.load_with(bytes, &load) {
+                match load_or_reuse(engine, bytes, &load, options.previous.as_ref()) {
                     Ok(plugin) => {
                         plugins.insert(
                             plugin.name().to_string(),
@@ -148,7 +154,7 @@ impl PluginRegistry {
                 }),
                 Ok(files) => {
                     for file in files {
-                        match load_file(engine, &file, &load) {
+                        match load_file(engine, &file, &load, options.previous.as_ref()) {
                             Ok(plugin) => {
                                 if plugins.contains_key(plugin.name()) {
                                     tracing::info!(
@@ -204,6 +210,35 @@ impl PluginRegistry {
     pub fn errors(&self) -> &[RegistryError] {
         &self.inner.errors
     }
+
+    /// Where the plugin called `name` came from.
+    pub fn origin(&self, name: &str) -> Option<&PluginOrigin> {
+        self.inner.plugins.get(name).map(|e| &e.origin)
+    }
+
+    fn by_sha256(&self, sha256: &[u8; 32]) -> Option<&Arc<Plugin>> {
+        self.inner
+            .plugins
+            .values()
+            .map(|e| &e.plugin)
+            .find(|p| p.sha256() == *sha256)
+    }
+}
+
+/// Loads a component, or takes the plugin of the same bytes from `previous`.
+fn load_or_reuse(
+    engine: &PluginEngine,
+    bytes: &[u8],
+    options: &LoadOptions,
+    previous: Option<&PluginRegistry>,
+) -> Result<Arc<Plugin>, PluginLoadError> {
+    if let Some(previous) = previous {
+        let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(plugin) = previous.by_sha256(&sha256) {
+            return Ok(plugin.clone());
+        }
+    }
+    engine.load_with(bytes, options)
 }
 
 /// `*.wasm` files directly in `dir`, sorted so loading (and its error list) is stable.
@@ -228,12 +263,13 @@ pub(crate) fn load_file(
     engine: &PluginEngine,
     file: &Path,
     options: &LoadOptions,
+    previous: Option<&PluginRegistry>,
 ) -> Result<Arc<Plugin>, PluginLoadError> {
     let bytes = std::fs::read(file).map_err(|e| PluginLoadError::Read {
         path: file.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let plugin = engine.load_with(&bytes, options)?;
+    let plugin = load_or_reuse(engine, &bytes, options, previous)?;
     let stem = file
         .file_stem()
         .and_then(|s| s.to_str())

@@ -264,12 +264,12 @@ where
 /// The columns of the `webhook_entries` view, which `StoredEntry` is read from.
 pub(crate) const ENTRY_COLUMNS: &str = "id, source, topic, tenant, idempotency_key, \
     headers, body, received_at, status, attempts, last_error, plugin, plugin_version, \
-    correlation_id";
+    correlation_id, plugin_sha256";
 /// [`ENTRY_COLUMNS`] but the status, from the records (`r`) joined with their states
 /// (`s`), as the view has them.
 const JOINED_ENTRY_COLUMNS: &str = "r.id, r.source, r.topic, r.tenant, r.idempotency_key, \
     r.headers, r.body, r.received_at, COALESCE(s.attempts, 0) AS attempts, s.last_error, \
-    r.plugin, r.plugin_version, r.correlation_id";
+    r.plugin, r.plugin_version, r.correlation_id, r.plugin_sha256";
 /// An entry's status as the view derives it: its state row's when that says `failed` or
 /// `dead`, otherwise `accepted` while one of its events is pending and `published` after.
 const ENTRY_STATUS: &str = "COALESCE(s.status, CASE WHEN EXISTS \

@@ -114,6 +114,9 @@ pub struct NewEntry {
     pub last_error: Option<String>,
     pub plugin: String,
     pub plugin_version: String,
+    /// SHA-256 of the plugin component that handled it, hex: which build, not only which
+    /// version (provenance across reloads).
+    pub plugin_sha256: String,
     pub correlation_id: String,
 }
 
@@ -211,6 +214,8 @@ pub struct StoredEntry {
     pub last_error: Option<String>,
     pub plugin: String,
     pub plugin_version: String,
+    /// None for entries stored before provenance was recorded.
+    pub plugin_sha256: Option<String>,
     pub correlation_id: String,
 }
 

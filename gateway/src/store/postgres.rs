@@ -97,6 +97,7 @@ impl PgStore {
         let mut received = Vec::with_capacity(n);
         let mut plugins = Vec::with_capacity(n);
         let mut versions = Vec::with_capacity(n);
+        let mut shas = Vec::with_capacity(n);
         let mut correlations = Vec::with_capacity(n);
         // State rows only for the entries whose events do not tell where they stand.
         let mut st_ids = Vec::new();
@@ -122,6 +123,7 @@ impl PgStore {
             received.push(e.received_at);
             plugins.push(e.plugin.as_str());
             versions.push(e.plugin_version.as_str());
+            shas.push(e.plugin_sha256.as_str());
             correlations.push(e.correlation_id.as_str());
             if let Some((status, last_error)) = new_entry_state(e) {
                 st_ids.push(e.id);
@@ -148,14 +150,14 @@ impl PgStore {
             "WITH ins AS ( \
                 INSERT INTO webhook_entry_records (id, source, topic, tenant, \
                     idempotency_key, headers, body, received_at, plugin, plugin_version, \
-                    correlation_id) \
+                    correlation_id, plugin_sha256) \
                 SELECT t.id, t.source, t.topic, t.tenant, t.key, t.headers, t.body, t.at, \
-                    t.plugin, t.version, t.correlation \
+                    t.plugin, t.version, t.correlation, t.sha \
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                     $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[], \
-                    $11::text[]) \
+                    $11::text[], $23::text[]) \
                     AS t(id, source, topic, tenant, key, headers, body, at, plugin, version, \
-                        correlation) \
+                        correlation, sha) \
                 ON CONFLICT (source, idempotency_key) DO NOTHING \
                 RETURNING id \
             ), st AS ( \
@@ -198,6 +200,7 @@ impl PgStore {
         .bind(ev_envelopes)
         .bind(ev_body_at)
         .bind(ev_at)
+        .bind(shas)
         .fetch_all(&self.pool)
         .await
         .map_err(pg_error)?;
@@ -525,6 +528,7 @@ fn entry_from_row(row: &PgRow) -> Result<StoredEntry, StoreError> {
         last_error: row.try_get("last_error").map_err(pg_error)?,
         plugin: row.try_get("plugin").map_err(pg_error)?,
         plugin_version: row.try_get("plugin_version").map_err(pg_error)?,
+        plugin_sha256: row.try_get("plugin_sha256").map_err(pg_error)?,
         correlation_id: row.try_get("correlation_id").map_err(pg_error)?,
     })
 }

@@ -55,7 +55,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 const BACKSTOP_CHECKPOINT_PAGES: u32 = 32 * 1024;
 /// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`).
 const MAX_PARAMETERS: usize = 32_766;
-const RECORD_COLUMN_COUNT: usize = 11;
+const RECORD_COLUMN_COUNT: usize = 12;
 const STATE_COLUMN_COUNT: usize = 4;
 const EVENT_COLUMN_COUNT: usize = 7;
 
@@ -299,7 +299,7 @@ impl Store for SqliteStore {
             write.push(
                 "INSERT INTO webhook_entry_records (id, source, topic, tenant, \
                     idempotency_key, headers, body, received_at, plugin, plugin_version, \
-                    correlation_id) ",
+                    correlation_id, plugin_sha256) ",
             );
             write.push_values(chunk, |mut row, (webhook, headers)| {
                 let e = &webhook.entry;
@@ -313,7 +313,8 @@ impl Store for SqliteStore {
                     .push_bind(micros(e.received_at))
                     .push_bind(e.plugin.as_str())
                     .push_bind(e.plugin_version.as_str())
-                    .push_bind(e.correlation_id.as_str());
+                    .push_bind(e.correlation_id.as_str())
+                    .push_bind(e.plugin_sha256.as_str());
             });
             write.push(" ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id;\n");
         }
@@ -619,6 +620,7 @@ fn entry_from_row(row: &SqliteRow) -> Result<StoredEntry, StoreError> {
         last_error: row.try_get("last_error").map_err(sqlite_error)?,
         plugin: row.try_get("plugin").map_err(sqlite_error)?,
         plugin_version: row.try_get("plugin_version").map_err(sqlite_error)?,
+        plugin_sha256: row.try_get("plugin_sha256").map_err(sqlite_error)?,
         correlation_id: row.try_get("correlation_id").map_err(sqlite_error)?,
     })
 }

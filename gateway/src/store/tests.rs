@@ -171,6 +171,7 @@ pub(crate) fn webhook(
             last_error: None,
             plugin: "shopify".to_owned(),
             plugin_version: "1.2.3".to_owned(),
+            plugin_sha256: "ab".repeat(32),
             correlation_id: format!("corr-{id}"),
         },
         events: (0..events)
@@ -202,6 +203,7 @@ fn expected_entry(w: &NewWebhook) -> StoredEntry {
         last_error: e.last_error.clone(),
         plugin: e.plugin.clone(),
         plugin_version: e.plugin_version.clone(),
+        plugin_sha256: Some(e.plugin_sha256.clone()),
         correlation_id: e.correlation_id.clone(),
     }
 }

@@ -38,6 +38,7 @@ fn every_vector_of_the_bundled_sources_through_wasm() {
             cache_dir: Some(crate::support::plugin_cache_dir()),
             skip_bundled: false,
             bundled_only: None,
+            previous: None,
         },
     );
     let mut checked = 0;

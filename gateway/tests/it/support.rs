@@ -43,6 +43,8 @@ pub struct Options {
     pub storage_url: Option<String>,
     /// Reuse this state (storage, stream...) of an earlier harness: a restart.
     pub reuse: Option<Names>,
+    /// Reload on changes of the config file and plugin directory (`plugins.watch`).
+    pub watch: bool,
 }
 
 impl Options {
@@ -55,6 +57,7 @@ impl Options {
             nats_url: None,
             storage_url: None,
             reuse: None,
+            watch: true,
         }
     }
 }
@@ -94,9 +97,16 @@ impl Harness {
                 (Some(tempdir), names)
             }
         };
+        // Created before start so that the gateway watches it.
+        std::fs::create_dir_all(names.dir.join("plugins.d")).expect("plugin dir");
         let config = config_for(&options, &names);
         let dedupe_namespace = config.dedupe_namespace();
-        let gateway = Gateway::start(&config)
+        let path = config_path(&names);
+        // A reload reads the file again, with the same empty environment.
+        let loader: hookgate::reload::ConfigLoader = std::sync::Arc::new(move || {
+            Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())
+        });
+        let gateway = Gateway::start_with(&config, loader)
             .await
             .unwrap_or_else(|e| panic!("gateway did not start: {e:#}"));
         let base = format!("http://{}", gateway.local_addr);
@@ -132,6 +142,29 @@ impl Harness {
             .expect("request")
     }
 
+    pub async fn admin_post(&self, path: &str) -> Reply {
+        self.client
+            .send(
+                http::Method::POST,
+                &self.url(path),
+                &[("authorization".into(), format!("Bearer {ADMIN_TOKEN}"))],
+                Vec::new(),
+            )
+            .await
+            .expect("request")
+    }
+
+    /// Writes the config file again from `options` (the gateway reads it on reload).
+    pub fn rewrite_config(&mut self, options: Options) {
+        write_config(&options, &self.names);
+        self.options = options;
+    }
+
+    /// The plugin directory the config names (not created).
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.names.dir.join("plugins.d")
+    }
+
     pub fn events_file(&self) -> PathBuf {
         self.names.dir.join("events.jsonl")
     }
@@ -154,7 +187,17 @@ impl Harness {
     }
 }
 
+fn config_path(names: &Names) -> PathBuf {
+    names.dir.join("hookgate.toml")
+}
+
 fn config_for(options: &Options, names: &Names) -> Config {
+    let path = write_config(options, names);
+    Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())
+        .unwrap_or_else(|e| panic!("test config rejected: {e}"))
+}
+
+fn write_config(options: &Options, names: &Names) -> PathBuf {
     let dir = names.dir.display();
     let (storage, dedupe, bus) = match options.backend {
         Backend::Embedded => (
@@ -188,6 +231,7 @@ subject_prefix = "{prefix}"
 [plugins]
 dir = "{dir}/plugins.d"
 cache_dir = "{cache}"
+watch = {watch}
 
 [sources.shopify]
 secrets = ["{SHOPIFY_SECRET}"]
@@ -203,11 +247,15 @@ secrets = ["{STRIPE_SECRET}"]
         prefix = names.prefix,
         cache = plugin_cache_dir().display(),
         extra = options.extra,
+        watch = options.watch,
     );
-    let path = names.dir.join("hookgate.toml");
-    std::fs::write(&path, text).expect("write config");
-    Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())
-        .unwrap_or_else(|e| panic!("test config rejected: {e}"))
+    let path = config_path(names);
+    // Written aside and renamed over, as an operator's deploy would: the watcher must never
+    // read it half-written.
+    let partial = names.dir.join("hookgate.toml.partial");
+    std::fs::write(&partial, text).expect("write config");
+    std::fs::rename(&partial, &path).expect("rename config");
+    path
 }
 
 /// Shared across tests so each compiles a plugin once per machine, not once per test.
