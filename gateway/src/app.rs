@@ -19,6 +19,7 @@ use crate::publish::relay::{Relay, RelayConfig};
 use crate::publish::{self, BusOptions};
 use crate::reload::watch::FileWatch;
 use crate::reload::{ConfigLoader, Reloader, candidate};
+use crate::secrets::{SecretsKey, TenantSecrets};
 use crate::{dedupe, store};
 
 /// Webhooks per storage transaction at most.
@@ -59,6 +60,25 @@ impl Gateway {
             .await
             .context("storage")?;
         store.migrate().await.context("storage migrations")?;
+        let secrets_key = config
+            .secrets_key
+            .as_ref()
+            .map(|key| SecretsKey::parse(key.expose()))
+            .transpose()
+            .context("secrets_key")?;
+        let tenant_secrets = Arc::new(
+            TenantSecrets::load(secrets_key, store.clone())
+                .await
+                .context("tenant secrets")?,
+        );
+        for (name, source) in config.enabled_sources() {
+            if source.tenant_secrets && !tenant_secrets.has_tenants(name) {
+                tracing::warn!(
+                    source = name,
+                    "tenant_secrets is set but no tenant has secrets yet: add them with `hookgate secrets add`"
+                );
+            }
+        }
         let dedupe = dedupe::connect(config.dedupe.url.expose())
             .await
             .context("dedupe")?;
@@ -126,6 +146,7 @@ impl Gateway {
             metrics.clone(),
             config.bus.subject_prefix.clone(),
             config.dedupe_namespace(),
+            tenant_secrets.clone(),
         ));
         let limits = HttpLimits {
             max_body_bytes: usize::try_from(config.max_payload_bytes()).unwrap_or(usize::MAX),
@@ -154,7 +175,9 @@ impl Gateway {
         } else {
             None
         };
+        let _refresh = tenant_secrets.spawn_refresh(shutdown_rx.clone());
         let state = Arc::new(State {
+            tenant_secrets,
             pipeline,
             reloader,
             store,

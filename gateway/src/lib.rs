@@ -13,4 +13,5 @@ pub mod plugin;
 pub mod publish;
 pub mod reload;
 pub mod sample;
+pub mod secrets;
 pub mod store;

@@ -136,7 +136,7 @@ impl KeyPath {
     /// `sources.<name>.secrets`), so that messages must not quote them.
     pub(crate) fn holds_secret(&self) -> bool {
         match self.0.as_slice() {
-            [Seg::Key(k), ..] if k == "admin_token" => true,
+            [Seg::Key(k), ..] if k == "admin_token" || k == "secrets_key" => true,
             [Seg::Key(s), _, Seg::Key(k), ..] => s == "sources" && k == "secrets",
             _ => false,
         }

@@ -154,6 +154,10 @@ pub struct Config {
     /// Bearer token of the admin API (`ADMIN_TOKEN`); none = the admin API answers 401.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<Secret>,
+    /// Key that seals per-tenant secrets at rest (`HOOKGATE_SECRETS_KEY`): 32 bytes, base64
+    /// or hex. Without it tenant secrets can be neither added nor used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_key: Option<Secret>,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// The gateway's address as senders see it (`https://hooks.example.com`), for sources
@@ -185,6 +189,7 @@ impl Default for Config {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8012)),
             max_payload_size_mb: 10,
             admin_token: None,
+            secrets_key: None,
             log_format: LogFormat::default(),
             public_url: None,
             http: HttpConfig::default(),
@@ -449,6 +454,10 @@ impl PluginsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
+    /// Its secrets may come per tenant from the database (`hookgate secrets add`); then it
+    /// needs none of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tenant_secrets: bool,
     /// The plugin that verifies and maps it; defaults to the source's name (filled in by
     /// [`Config::load`], so it is always set on a loaded config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -491,6 +500,7 @@ impl SourceConfig {
     pub fn new(plugin: impl Into<String>, secrets: Vec<Secret>) -> Self {
         Self {
             plugin: Some(plugin.into()),
+            tenant_secrets: false,
             secrets,
             keys: Vec::new(),
             public_url: None,
@@ -600,6 +610,9 @@ impl Config {
         if let Some(token) = env.get("ADMIN_TOKEN") {
             // Trimmed: a token read with `$(cat file)` keeps a newline no header can carry.
             self.admin_token = Some(Secret::new(token.trim()));
+        }
+        if let Some(key) = env.get("HOOKGATE_SECRETS_KEY") {
+            self.secrets_key = Some(Secret::new(key.trim()));
         }
         if let Some(value) = env.get("LOG_FORMAT") {
             self.log_format = LogFormat::parse(&value).ok_or_else(|| ConfigError::Env {

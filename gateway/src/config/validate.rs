@@ -72,6 +72,12 @@ impl Config {
             );
         }
 
+        if let Some(key) = &self.secrets_key
+            && let Err(error) = crate::secrets::SecretsKey::parse(key.expose())
+        {
+            p.add("secrets_key", error.to_string());
+        }
+
         p.positive(
             "http.header_read_timeout_ms",
             self.http.header_read_timeout_ms,
@@ -183,7 +189,11 @@ impl Config {
                     format!("`{plugin}` is not a valid plugin name ([a-z0-9][a-z0-9_-]*)"),
                 );
             }
-            if source.enabled && source.secrets.is_empty() && source.keys.is_empty() {
+            if source.enabled
+                && source.secrets.is_empty()
+                && source.keys.is_empty()
+                && !source.tenant_secrets
+            {
                 let why = match source.unset_secret_vars.as_slice() {
                     [] => String::new(),
                     vars => format!(" ({} not set)", describe_vars(vars)),

@@ -60,6 +60,13 @@ pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> Ht
         (["plugins"], &Method::GET) => Ok(list_plugins(state)),
         (["sources"], &Method::GET) => Ok(list_sources(state)),
         (["sources"], _) => return method_not_allowed("GET"),
+        (["secrets"], &Method::GET) => super::secrets::list(state, &parse_query(&query)).await,
+        (["secrets"], &Method::POST) => super::secrets::add(state, request).await,
+        (["secrets"], _) => return method_not_allowed("GET, POST"),
+        (["secrets", source, tenant, id], &Method::DELETE) => {
+            super::secrets::remove(state, source, tenant, id).await
+        }
+        (["secrets", _, _, _], _) => return method_not_allowed("DELETE"),
         (["reload"], &Method::POST) => reload(state, &query).await,
         (["reload"], _) => return method_not_allowed("POST"),
         (["webhooks", _, "replay"] | ["webhooks", "replay"] | ["dlq"] | ["dlq", "replay"], _) => {

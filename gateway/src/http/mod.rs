@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod secrets;
 pub mod server;
 pub mod webhooks;
 
@@ -39,6 +40,7 @@ pub struct State {
     pub dedupe: Arc<dyn Dedupe>,
     pub sink: Arc<dyn EventSink>,
     pub reloader: Arc<Reloader>,
+    pub tenant_secrets: Arc<crate::secrets::TenantSecrets>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
     pub limits: HttpLimits,

@@ -20,6 +20,7 @@ use crate::plugin::{
 };
 use crate::publish::envelope::{self, EnvelopeInput, EventData};
 use crate::publish::relay::RelayHandle;
+use crate::secrets::TenantSecrets;
 use crate::store::{
     EntryStatus, InsertOutcome, NewEntry, NewEvent, NewWebhook, OutboxEvent, StoreError,
 };
@@ -89,9 +90,11 @@ pub struct Pipeline {
     /// This deployment's share of the dedupe cache (`Config::dedupe_namespace`).
     cache_namespace: String,
     secret_usage: rotation::SecretUsage,
+    tenant_secrets: Arc<TenantSecrets>,
 }
 
 impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         sources: SourceTable,
         plugins: PluginRegistry,
@@ -100,6 +103,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         subject_prefix: String,
         cache_namespace: String,
+        tenant_secrets: Arc<TenantSecrets>,
     ) -> Self {
         Self {
             serving: RwLock::new(Arc::new(Serving {
@@ -112,6 +116,7 @@ impl Pipeline {
             subject_prefix,
             cache_namespace,
             secret_usage: rotation::SecretUsage::default(),
+            tenant_secrets,
         }
     }
 
@@ -179,7 +184,7 @@ impl Pipeline {
             .cloned()
             .ok_or(IngestError::UnknownSource)?;
         let request = Arc::new(std::mem::take(&mut delivery.request));
-        let processed = self
+        let (processed, tenant) = self
             .call_plugin(&source, request.clone(), &delivery.correlation_id)
             .await?;
         let (mapped, matched_secret, matched_key) = match processed {
@@ -194,7 +199,15 @@ impl Pipeline {
             } => (mapped, matched_secret, matched_key),
         };
         tracing::debug!(source = %source.name, correlation_id = %delivery.correlation_id, ?matched_secret, ?matched_key, "webhook verified");
-        if let Some(id) = matched_secret.and_then(|i| source.secret_ids.get(i)) {
+        let ids = match &tenant {
+            Some(tenant) => self
+                .tenant_secrets
+                .get(&source.name, tenant)
+                .map(|t| t.ids)
+                .unwrap_or_else(|| Arc::from([])),
+            None => source.secret_ids.clone(),
+        };
+        if let Some(id) = matched_secret.and_then(|i| ids.get(i)) {
             self.secret_matched(&source.name, id, delivery.received_at);
         }
         let webhook = match mapped {
@@ -223,18 +236,28 @@ impl Pipeline {
         source: &Arc<SourceRuntime>,
         request: Arc<WebhookRequest>,
         correlation_id: &str,
-    ) -> Result<Processed, IngestError> {
+    ) -> Result<(Processed, Option<String>), IngestError> {
         let started = Instant::now();
-        let result = source
-            .plugin
-            .process_async(OwnedCallInput {
-                request,
-                credentials: source.credentials.clone(),
-                settings: source.settings.clone(),
-                now_unix_seconds: None,
-                correlation_id: correlation_id.to_owned(),
-            })
-            .await;
+        let input = OwnedCallInput {
+            request,
+            credentials: source.credentials.clone(),
+            settings: source.settings.clone(),
+            now_unix_seconds: None,
+            correlation_id: correlation_id.to_owned(),
+        };
+        // Only a source some tenant holds secrets for pays for the `tenant-hint` call.
+        let result = if self.tenant_secrets.has_tenants(&source.name) {
+            let lookup = self
+                .tenant_secrets
+                .lookup_for(&source.name, &source.credentials);
+            source.plugin.process_for_tenant_async(input, lookup).await
+        } else {
+            source
+                .plugin
+                .process_async(input)
+                .await
+                .map(|processed| (processed, None))
+        };
         let plugin_name = source.plugin.metadata().name.clone();
         self.metrics
             .plugin_call_duration

@@ -17,6 +17,9 @@ use super::types::{
 };
 use super::{v0_1, v0_2};
 
+/// A tenant's credentials by the tenant's name, for sources with per-tenant secrets.
+pub type TenantLookup = Arc<dyn Fn(&str) -> Option<Credentials> + Send + Sync>;
+
 /// What one call needs besides the plugin. `Debug` shows how many secrets, never their
 /// values.
 #[derive(Clone, Copy, Debug)]
@@ -153,6 +156,48 @@ impl Plugin {
                 mapped: verified.map(input.settings),
             }),
         }
+    }
+
+    /// [`process`](Self::process) for a source whose secrets may be held per tenant: asks
+    /// the plugin for the delivery's tenant first and verifies with what `tenant_credentials`
+    /// gives for it, else with `input.credentials` (the source's own). Returns the outcome
+    /// and the tenant whose credentials verified it, if any. Blocking, like `process`.
+    pub fn process_for_tenant(
+        &self,
+        input: &CallInput<'_>,
+        tenant_credentials: &(dyn Fn(&str) -> Option<Credentials> + Send + Sync),
+    ) -> Result<(Processed, Option<String>), PluginFault> {
+        let mut call = self.start(input.request, input.now_unix_seconds, input.correlation_id)?;
+        let hint = call.tenant_hint(input.settings)?;
+        let tenant = hint.and_then(|tenant| tenant_credentials(&tenant).map(|c| (tenant, c)));
+        let (credentials, tenant) = match &tenant {
+            Some((name, credentials)) => (credentials, Some(name.clone())),
+            None => (input.credentials, None),
+        };
+        let processed = match call.verify(credentials, input.settings)? {
+            Err(rejected) => Processed::Rejected(rejected),
+            Ok(verified) => Processed::Verified {
+                matched_secret: verified.matched_secret(),
+                matched_key: verified.matched_key(),
+                mapped: verified.map(input.settings),
+            },
+        };
+        Ok((processed, tenant))
+    }
+
+    /// [`process_for_tenant`](Self::process_for_tenant) on the engine's guest threads.
+    pub async fn process_for_tenant_async(
+        self: &Arc<Self>,
+        input: OwnedCallInput,
+        tenant_credentials: TenantLookup,
+    ) -> Result<(Processed, Option<String>), PluginFault> {
+        let plugin = Arc::clone(self);
+        self.engine
+            .shared
+            .guests
+            .run(move || plugin.process_for_tenant(&input.as_input(), &*tenant_credentials))
+            .await
+            .unwrap_or_else(|| Err(PluginFault::Trap("plugin host panicked".into())))
     }
 
     /// [`process`](Self::process) on the engine's guest threads, so async workers never

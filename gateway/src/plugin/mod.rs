@@ -20,7 +20,9 @@ mod v0_2;
 
 use std::path::{Path, PathBuf};
 
-pub use call::{Call, CallInput, MapFailure, OwnedCallInput, Processed, VerifiedCall};
+pub use call::{
+    Call, CallInput, MapFailure, OwnedCallInput, Processed, TenantLookup, VerifiedCall,
+};
 pub use check::{CheckReport, check_file};
 pub use engine::{EPOCH_TICK, EngineError, PluginEngine, PluginLimits};
 pub use fault::PluginFault;

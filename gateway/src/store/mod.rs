@@ -13,6 +13,7 @@ mod common;
 mod migrations;
 pub mod postgres;
 pub mod sqlite;
+mod tenant_secrets;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -246,6 +247,25 @@ pub struct OutboxStats {
     pub dead: u64,
 }
 
+/// One per-tenant secret as stored: sealed (`crate::secrets`), with what may be shown.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedSecret {
+    pub id: Uuid,
+    /// First 8 bytes of the secret's SHA-256, hex.
+    pub fingerprint: String,
+    pub created_at: DateTime<Utc>,
+    /// base64(nonce ‖ ciphertext ‖ tag).
+    pub sealed: String,
+}
+
+/// The stored secrets of one (source, tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSecretsRow {
+    pub source: String,
+    pub tenant: String,
+    pub secrets: Vec<SealedSecret>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or refused the operation for a transient reason.
@@ -323,6 +343,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Short name for health output (`sqlite`, `postgres`).
     fn kind(&self) -> &'static str;
+
+    /// Every (source, tenant) with its sealed secrets.
+    async fn list_tenant_secrets(&self) -> Result<Vec<TenantSecretsRow>, StoreError>;
+
+    /// A value that changes whenever a tenant secret is added or removed, by any instance.
+    async fn tenant_secrets_version(&self) -> Result<String, StoreError>;
+
+    /// Adds sealed secrets to (source, tenant), creating its row if needed.
+    async fn add_tenant_secrets(
+        &self,
+        source: &str,
+        tenant: &str,
+        secrets: &[SealedSecret],
+    ) -> Result<(), StoreError>;
+
+    /// Removes the secret `id` of (source, tenant); false when there is none.
+    async fn remove_tenant_secret(
+        &self,
+        source: &str,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Opens the backend the URL names: `sqlite://path` (created if missing, with its parent

@@ -245,6 +245,44 @@ impl Store for PgStore {
         "postgres"
     }
 
+    async fn list_tenant_secrets(&self) -> Result<Vec<TenantSecretsRow>, StoreError> {
+        tenant_secrets::postgres::list(&self.pool).await
+    }
+
+    async fn tenant_secrets_version(&self) -> Result<String, StoreError> {
+        tenant_secrets::postgres::version(&self.pool).await
+    }
+
+    async fn add_tenant_secrets(
+        &self,
+        source: &str,
+        tenant: &str,
+        secrets: &[SealedSecret],
+    ) -> Result<(), StoreError> {
+        tenant_secrets::postgres::add(
+            self.pool.begin().await.map_err(pg_error)?,
+            source,
+            tenant,
+            secrets,
+        )
+        .await
+    }
+
+    async fn remove_tenant_secret(
+        &self,
+        source: &str,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<bool, StoreError> {
+        tenant_secrets::postgres::remove(
+            self.pool.begin().await.map_err(pg_error)?,
+            source,
+            tenant,
+            id,
+        )
+        .await
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut migrator = super::migrations::migrator(super::migrations::POSTGRES)?;
         // The migrator creates the schema after taking its advisory lock, so two gateways
@@ -593,6 +631,6 @@ fn transient_pg_code(code: &str) -> bool {
         || matches!(code, "40001" | "40P01" | "55P03" | "25006")
 }
 
-fn pg_error(err: sqlx::Error) -> StoreError {
+pub(crate) fn pg_error(err: sqlx::Error) -> StoreError {
     classify(err, transient_pg_code)
 }

@@ -255,6 +255,32 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    async fn list_tenant_secrets(&self) -> Result<Vec<TenantSecretsRow>, StoreError> {
+        tenant_secrets::sqlite::list(&self.pool).await
+    }
+
+    async fn tenant_secrets_version(&self) -> Result<String, StoreError> {
+        tenant_secrets::sqlite::version(&self.pool).await
+    }
+
+    async fn add_tenant_secrets(
+        &self,
+        source: &str,
+        tenant: &str,
+        secrets: &[SealedSecret],
+    ) -> Result<(), StoreError> {
+        tenant_secrets::sqlite::add(self.begin_write().await?, source, tenant, secrets).await
+    }
+
+    async fn remove_tenant_secret(
+        &self,
+        source: &str,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<bool, StoreError> {
+        tenant_secrets::sqlite::remove(self.begin_write().await?, source, tenant, id).await
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = super::migrations::migrator(super::migrations::SQLITE)?;
         // sqlx takes no lock on SQLite, so two processes starting on the same file would
@@ -674,6 +700,6 @@ fn transient_sqlite_code(code: &str) -> bool {
         .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13 | 14))
 }
 
-fn sqlite_error(err: sqlx::Error) -> StoreError {
+pub(crate) fn sqlite_error(err: sqlx::Error) -> StoreError {
     classify(err, transient_sqlite_code)
 }

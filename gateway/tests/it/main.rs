@@ -9,5 +9,6 @@ mod e2e_faults;
 mod e2e_production;
 mod e2e_reload;
 mod e2e_sources;
+mod e2e_tenant_secrets;
 mod plugins_bundled;
 mod support;
