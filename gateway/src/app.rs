@@ -62,6 +62,7 @@ impl Gateway {
         )
         .await
         .context("bus")?;
+        watch_bus_payload_limit(sink.clone(), config.max_payload_bytes());
 
         let engine = PluginEngine::new(PluginLimits {
             timeout: config.plugins.timeout(),
@@ -108,10 +109,23 @@ impl Gateway {
             metrics.clone(),
             RelayConfig {
                 retry_max_age: config.bus.retry_max_age(),
+                retry_max_attempts: config.bus.retry_max_attempts,
+                breaker: config.bus.breaker(),
                 ..RelayConfig::default()
             },
             shutdown_rx.clone(),
         );
+        let breakers = relay_handle.breakers();
+        if config.storage.retention_days > 0 {
+            // Detached: it ends with the shutdown signal, and a purge cut short by a stop
+            // leaves nothing half-done (each chunk is one statement).
+            drop(crate::purge::start(
+                store.clone(),
+                metrics.clone(),
+                config.storage.retention_days,
+                shutdown_rx.clone(),
+            ));
+        }
         let writer = BatchWriter::start(
             store.clone(),
             dedupe.clone(),
@@ -143,6 +157,7 @@ impl Gateway {
             admin_token: config.admin_token.as_ref().map(|t| t.expose().to_owned()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency)),
             limits,
+            breakers,
         });
         let listener = TcpListener::bind(config.listen)
             .await
@@ -166,6 +181,25 @@ impl Gateway {
         let _ = self.server.await;
         let _ = self.relay.await;
     }
+}
+
+/// Warns when the bus would refuse the events of webhooks the gateway accepts: checked once
+/// the bus is connected (at start, or when NATS comes up later), for up to an hour.
+fn watch_bus_payload_limit(sink: Arc<dyn publish::EventSink>, max_body_bytes: u64) {
+    if sink.kind() != "nats" {
+        return;
+    }
+    tokio::spawn(async move {
+        for _ in 0..720 {
+            if let Some(bus_max) = sink.max_message_bytes() {
+                if let Some(warning) = publish::payload_limit_warning(max_body_bytes, bus_max) {
+                    tracing::warn!("{warning}");
+                }
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
 }
 
 /// Binds each enabled source to its plugin, secrets and settings.

@@ -11,5 +11,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod plugin;
 pub mod publish;
+pub mod purge;
 pub mod sample;
 pub mod store;

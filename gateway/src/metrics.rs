@@ -36,6 +36,18 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubjectLabel {
+    pub subject: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerTransition {
+    pub subject: String,
+    /// The state entered: closed, half_open, open.
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -65,6 +77,9 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub dlq_size: Gauge,
     pub http_rejected: Family<ReasonLabel, Counter>,
+    pub breaker_state: Family<SubjectLabel, Gauge>,
+    pub breaker_transitions: Family<BreakerTransition, Counter>,
+    pub entries_purged: Counter,
 }
 
 impl Default for Metrics {
@@ -188,6 +203,24 @@ impl Metrics {
             "Requests refused before reaching a source (too large, timeout, shed, bad request)",
             http_rejected.clone(),
         );
+        let breaker_state = Family::<SubjectLabel, Gauge>::default();
+        registry.register(
+            "breaker_state",
+            "Circuit breaker of each bus subject published lately: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        let breaker_transitions = Family::<BreakerTransition, Counter>::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker changes of state, by subject and state entered",
+            breaker_transitions.clone(),
+        );
+        let entries_purged = Counter::default();
+        registry.register(
+            "entries_purged",
+            "Published webhook entries (with their events) removed by the retention purge",
+            entries_purged.clone(),
+        );
         registry.register(
             "build",
             "hookgate build information",
@@ -214,6 +247,9 @@ impl Metrics {
             outbox_backlog,
             dlq_size,
             http_rejected,
+            breaker_state,
+            breaker_transitions,
+            entries_purged,
         }
     }
 
@@ -287,6 +323,19 @@ mod tests {
         metrics.dedupe_hits.get_or_create(&source).inc();
         metrics.publish_failures.get_or_create(&reason).inc();
         metrics.http_rejected.get_or_create(&reason).inc();
+        metrics
+            .breaker_state
+            .get_or_create(&SubjectLabel {
+                subject: "webhooks.shopify.order.created".into(),
+            })
+            .set(0);
+        metrics
+            .breaker_transitions
+            .get_or_create(&BreakerTransition {
+                subject: "webhooks.shopify.order.created".into(),
+                to: "open",
+            })
+            .inc();
         metrics
             .encode()
             .lines()

@@ -38,6 +38,10 @@ pub struct Options {
     pub extra: String,
     /// Top-level keys (placed before any table).
     pub top: String,
+    /// More keys of the `[bus]` table (breakers, retry budget, `create_stream`...).
+    pub bus: String,
+    /// More keys of the `[storage]` table.
+    pub storage: String,
     pub redis_url: Option<String>,
     pub nats_url: Option<String>,
     pub storage_url: Option<String>,
@@ -51,6 +55,8 @@ impl Options {
             backend,
             extra: String::new(),
             top: String::new(),
+            bus: String::new(),
+            storage: String::new(),
             redis_url: None,
             nats_url: None,
             storage_url: None,
@@ -176,6 +182,7 @@ admin_token = "{ADMIN_TOKEN}"
 [storage]
 url = "{storage}"
 schema = "{schema}"
+{storage_extra}
 
 [dedupe]
 url = "{dedupe}"
@@ -184,6 +191,7 @@ url = "{dedupe}"
 url = "{bus}"
 stream = "{stream}"
 subject_prefix = "{prefix}"
+{bus_extra}
 
 [plugins]
 dir = "{dir}/plugins.d"
@@ -203,6 +211,8 @@ secrets = ["{STRIPE_SECRET}"]
         prefix = names.prefix,
         cache = plugin_cache_dir().display(),
         extra = options.extra,
+        bus_extra = options.bus,
+        storage_extra = options.storage,
     );
     let path = names.dir.join("hookgate.toml");
     std::fs::write(&path, text).expect("write config");
@@ -389,9 +399,21 @@ impl OwnNats {
     }
 
     pub async fn start(&mut self) {
+        self.start_with_config("").await;
+    }
+
+    /// Starts it with `config` (nats-server configuration text: `max_payload: 8192`...)
+    /// besides the address, port and JetStream store.
+    pub async fn start_with_config(&mut self, config: &str) {
         let binary = hookgate_test_services::private::find_binary("nats-server")
             .expect("nats-server must be installed for the fault tests");
-        let child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        if !config.is_empty() {
+            let file = self.store_dir.path().join("nats-server.conf");
+            std::fs::write(&file, config).expect("write the nats-server config");
+            command.arg("-c").arg(file);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
