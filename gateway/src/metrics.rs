@@ -176,7 +176,7 @@ impl Metrics {
         let publish_failures = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "publish_failures",
-            "Event publications that failed and will be retried, by reason",
+            "Event publications that failed, by reason: unavailable (retried), rejected (refused for good: dead-lettered), config",
             publish_failures.clone(),
         );
         let events_dead_lettered = Counter::default();
