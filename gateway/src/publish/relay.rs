@@ -9,6 +9,12 @@
 //! twice by this process.
 //! Publishing is at-least-once; the `Nats-Msg-Id` (the event id) lets JetStream drop the
 //! rare repeat.
+//!
+//! Each event goes through its subject's circuit breaker ([`super::breaker`]): those an
+//! open breaker holds back are postponed in the outbox, untried. A failed publish is
+//! retried with backoff until the retry budget (age, and attempts when configured) is
+//! spent; one the bus refuses for good is dead-lettered at once; one not sent because the
+//! connection is down waits without counting as an attempt.
 
 use std::collections::HashSet;
 use std::sync::Arc;
