@@ -378,6 +378,46 @@ async fn the_attempts_budget_dead_letters_after_n_attempts() {
     harness.cleanup().await;
 }
 
+/// While NATS is unreachable nothing is attempted, so even `retry_max_attempts = 1`
+/// dead-letters nothing: the event waits with the reason, no attempt counted, and is
+/// delivered once NATS is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_spends_no_attempts() {
+    let mut nats = OwnNats::reserve();
+    let mut options = Options::new(Backend::Production);
+    options.nats_url = Some(nats.url());
+    options.bus = "retry_max_attempts = 1\n".to_owned();
+    let harness = Harness::start(options).await;
+    let id = post_accepted(&harness, &shopify("outage")).await;
+    let waiting = eventually(Duration::from_secs(10), || async {
+        let detail = entry_detail(&harness, &id).await;
+        detail["events"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not connected"))
+            .then_some(detail)
+    })
+    .await
+    .expect("the event records why it waits");
+    // Past the first retries an attempts-based backoff would have made.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let detail = entry_detail(&harness, &id).await;
+    assert_eq!(
+        detail["events"][0]["status"], "pending",
+        "{waiting} then {detail}"
+    );
+    assert_eq!(detail["events"][0]["attempts"], 0, "{detail}");
+
+    nats.start().await;
+    let published = eventually(Duration::from_secs(30), || async {
+        let detail = entry_detail(&harness, &id).await;
+        (detail["status"] == "published").then_some(())
+    })
+    .await;
+    assert!(published.is_some(), "delivered once NATS is up");
+    assert_eq!(nats.count(&harness.names.stream).await, 1);
+    harness.cleanup().await;
+}
+
 /// `hookgate purge --dry-run` counts the old published entries and deletes nothing;
 /// without it they go, and nothing else does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
