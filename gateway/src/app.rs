@@ -62,7 +62,6 @@ impl Gateway {
         )
         .await
         .context("bus")?;
-        watch_bus_payload_limit(sink.clone(), config.max_payload_bytes());
 
         let engine = PluginEngine::new(PluginLimits {
             timeout: config.plugins.timeout(),
@@ -103,6 +102,11 @@ impl Gateway {
         let sources = bind_sources(config, &plugins)?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        watch_bus_payload_limit(
+            sink.clone(),
+            config.max_payload_bytes(),
+            shutdown_rx.clone(),
+        );
         let (relay_handle, relay) = Relay::start(
             store.clone(),
             sink.clone(),
@@ -184,8 +188,13 @@ impl Gateway {
 }
 
 /// Warns when the bus would refuse the events of webhooks the gateway accepts: checked once
-/// the bus is connected (at start, or when NATS comes up later), for up to an hour.
-fn watch_bus_payload_limit(sink: Arc<dyn publish::EventSink>, max_body_bytes: u64) {
+/// the bus is connected (at start, or when NATS comes up later, for up to an hour), and
+/// given up at shutdown so a stopped gateway holds no connection.
+fn watch_bus_payload_limit(
+    sink: Arc<dyn publish::EventSink>,
+    max_body_bytes: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if sink.kind() != "nats" {
         return;
     }
@@ -197,7 +206,10 @@ fn watch_bus_payload_limit(sink: Arc<dyn publish::EventSink>, max_body_bytes: u6
                 }
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = shutdown.changed() => return,
+            }
         }
     });
 }
