@@ -144,16 +144,19 @@ impl Window {
 
     fn add(&mut self, now: Instant, success: bool) {
         self.expire(now);
-        let current = match self.buckets.back_mut() {
-            Some(last) if now.saturating_duration_since(last.start) < self.bucket => last,
-            _ => {
-                self.buckets.push_back(Bucket {
-                    start: now,
-                    succeeded: 0,
-                    failed: 0,
-                });
-                self.buckets.back_mut().expect("just pushed")
-            }
+        let current_is_full = self
+            .buckets
+            .back()
+            .is_none_or(|last| now.saturating_duration_since(last.start) >= self.bucket);
+        if current_is_full {
+            self.buckets.push_back(Bucket {
+                start: now,
+                succeeded: 0,
+                failed: 0,
+            });
+        }
+        let Some(current) = self.buckets.back_mut() else {
+            return;
         };
         if success {
             current.succeeded = current.succeeded.saturating_add(1);
