@@ -121,16 +121,34 @@ impl Gateway {
         let sources = candidate::bind_sources(config, &plugins)?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        watch_bus_payload_limit(
+            sink.clone(),
+            config.max_payload_bytes(),
+            shutdown_rx.clone(),
+        );
         let (relay_handle, relay) = Relay::start(
             store.clone(),
             sink.clone(),
             metrics.clone(),
             RelayConfig {
                 retry_max_age: config.bus.retry_max_age(),
+                retry_max_attempts: config.bus.retry_max_attempts,
+                breaker: config.bus.breaker(),
                 ..RelayConfig::default()
             },
             shutdown_rx.clone(),
         );
+        let breakers = relay_handle.breakers();
+        if config.storage.retention_days > 0 {
+            // Detached: it ends with the shutdown signal, and a purge cut short by a stop
+            // leaves nothing half-done (each chunk is one statement).
+            drop(crate::purge::start(
+                store.clone(),
+                metrics.clone(),
+                config.storage.retention_days,
+                shutdown_rx.clone(),
+            ));
+        }
         let writer = BatchWriter::start(
             store.clone(),
             dedupe.clone(),
@@ -187,6 +205,7 @@ impl Gateway {
             admin_token: config.admin_token.as_ref().map(|t| t.expose().to_owned()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency)),
             limits,
+            breakers,
         });
         let listener = TcpListener::bind(config.listen)
             .await
@@ -211,4 +230,31 @@ impl Gateway {
         let _ = self.server.await;
         let _ = self.relay.await;
     }
+}
+
+/// Warns when the bus would refuse the events of webhooks the gateway accepts: checked once
+/// the bus is connected (at start, or when NATS comes up later, for up to an hour), and
+/// given up at shutdown so a stopped gateway holds no connection.
+fn watch_bus_payload_limit(
+    sink: Arc<dyn publish::EventSink>,
+    max_body_bytes: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if sink.kind() != "nats" {
+        return;
+    }
+    tokio::spawn(async move {
+        for _ in 0..720 {
+            if let Some(bus_max) = sink.max_message_bytes() {
+                if let Some(warning) = publish::payload_limit_warning(max_body_bytes, bus_max) {
+                    tracing::warn!("{warning}");
+                }
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
 }

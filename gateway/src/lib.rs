@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod plugin;
 pub mod publish;
+pub mod purge;
 pub mod reload;
 pub mod sample;
 pub mod secrets;

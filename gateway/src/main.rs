@@ -1,4 +1,4 @@
-//! The `hookgate` command line: serve, migrate, plugins, send.
+//! The `hookgate` command line: serve, migrate, plugins, send, purge.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,6 +98,18 @@ enum Command {
     Replay {
         /// Entry id.
         id: Option<String>,
+    },
+    /// Remove published webhook entries (and their events) older than the retention;
+    /// failed, dead and unpublished entries are never removed.
+    Purge {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Age in days past which published entries go (default: [storage] retention_days).
+        #[arg(long)]
+        older_than_days: Option<u64>,
+        /// Count what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -274,11 +286,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
         } => reload(&url, &token, dry_run).await,
         Command::Secrets { admin, command } => secrets(&admin, command).await,
+        Command::Purge {
+            config,
+            older_than_days,
+            dry_run,
+        } => purge(config, older_than_days, dry_run).await,
         Command::Replay { .. } => {
             eprintln!("hookgate: replay is not implemented yet");
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `purge`: what the gateway's retention task does, once, on demand.
+async fn purge(
+    config: Option<PathBuf>,
+    older_than_days: Option<u64>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config, None)?;
+    let days = older_than_days.unwrap_or(config.storage.retention_days);
+    if days == 0 {
+        eprintln!(
+            "hookgate: no retention: pass --older-than-days N or set [storage] retention_days"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let before = hookgate::purge::cutoff(chrono::Utc::now(), days)
+        .with_context(|| format!("--older-than-days {days} is out of range"))?;
+    let store = store::connect(config.storage.url.expose(), &config.storage.schema).await?;
+    store.migrate().await?;
+    let n = hookgate::purge::purge(store.as_ref(), before, dry_run).await?;
+    let when = before.format("%Y-%m-%d %H:%M:%S UTC");
+    if dry_run {
+        println!("{n} published entries received before {when} would be removed (dry run)");
+    } else {
+        println!("{n} published entries received before {when} removed");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `plugins test`: a plugin file (fixtures beside it) or a bundled plugin by name (its

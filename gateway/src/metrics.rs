@@ -48,6 +48,18 @@ pub struct SecretLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubjectLabel {
+    pub subject: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerTransition {
+    pub subject: String,
+    /// The state entered: closed, half_open, open.
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -81,6 +93,9 @@ pub struct Metrics {
     pub reload_rejections: Gauge,
     pub last_reload_success: Gauge,
     pub secret_matches: Family<SecretLabel, Counter>,
+    pub breaker_state: Family<SubjectLabel, Gauge>,
+    pub breaker_transitions: Family<BreakerTransition, Counter>,
+    pub entries_purged: Counter,
 }
 
 impl Default for Metrics {
@@ -177,7 +192,7 @@ impl Metrics {
         let publish_failures = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "publish_failures",
-            "Event publications that failed and will be retried, by reason",
+            "Event publications that failed, by reason: unavailable (retried), rejected (refused for good: dead-lettered), config",
             publish_failures.clone(),
         );
         let events_dead_lettered = Counter::default();
@@ -229,6 +244,24 @@ impl Metrics {
             "Verified webhooks by source and the secret that matched (its fingerprint: the first 8 bytes of its SHA-256, hex)",
             secret_matches.clone(),
         );
+        let breaker_state = Family::<SubjectLabel, Gauge>::default();
+        registry.register(
+            "breaker_state",
+            "Circuit breaker of each bus subject published lately: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        let breaker_transitions = Family::<BreakerTransition, Counter>::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker changes of state, by subject and state entered",
+            breaker_transitions.clone(),
+        );
+        let entries_purged = Counter::default();
+        registry.register(
+            "entries_purged",
+            "Published webhook entries (with their events) removed by the retention purge",
+            entries_purged.clone(),
+        );
         registry.register(
             "build",
             "hookgate build information",
@@ -259,6 +292,9 @@ impl Metrics {
             reload_rejections,
             last_reload_success,
             secret_matches,
+            breaker_state,
+            breaker_transitions,
+            entries_purged,
         }
     }
 
@@ -349,6 +385,19 @@ mod tests {
             .get_or_create(&SecretLabel {
                 source: "shopify".into(),
                 secret: "0".into(),
+            })
+            .inc();
+        metrics
+            .breaker_state
+            .get_or_create(&SubjectLabel {
+                subject: "webhooks.shopify.order.created".into(),
+            })
+            .set(0);
+        metrics
+            .breaker_transitions
+            .get_or_create(&BreakerTransition {
+                subject: "webhooks.shopify.order.created".into(),
+                to: "open",
             })
             .inc();
         metrics

@@ -255,6 +255,11 @@ pub struct StorageConfig {
     pub url: ServiceUrl,
     /// PostgreSQL schema holding the tables.
     pub schema: String,
+    /// Published entries (with their events) older than this many days are purged; 0 keeps
+    /// them for ever. Failed, dead and unpublished entries are never purged. An entry's
+    /// idempotency key goes with it: a sender retrying a purged webhook would be accepted
+    /// again, so keep this above the longest retry window of a source (Stripe: 3 days).
+    pub retention_days: u64,
 }
 
 impl Default for StorageConfig {
@@ -262,6 +267,7 @@ impl Default for StorageConfig {
         Self {
             url: ServiceUrl::new("sqlite://data/hookgate.db"),
             schema: "hookgate".to_owned(),
+            retention_days: 0,
         }
     }
 }
@@ -352,6 +358,21 @@ pub struct BusConfig {
     pub duplicate_window_seconds: u64,
     /// An event is dead-lettered only after retrying this long.
     pub retry_max_age_hours: u64,
+    /// An event is dead-lettered after this many failed attempts too; 0 = no limit.
+    pub retry_max_attempts: u32,
+    /// Per-subject circuit breakers on publishing.
+    pub breaker_enabled: bool,
+    /// Failed share of a subject's publishes in the window, in percent, that opens its
+    /// breaker (1-100).
+    pub breaker_failure_percent: u8,
+    /// Publishes of a subject in the window below which its breaker never opens.
+    pub breaker_min_calls: u32,
+    /// The sliding window of publish outcomes, in seconds.
+    pub breaker_window_secs: u64,
+    /// How long an open breaker holds its subject's events before probing, in seconds.
+    pub breaker_cooldown_secs: u64,
+    /// Probe publishes that must succeed to close a half-open breaker.
+    pub breaker_probe_calls: u32,
 }
 
 impl Default for BusConfig {
@@ -363,6 +384,13 @@ impl Default for BusConfig {
             create_stream: true,
             duplicate_window_seconds: 600,
             retry_max_age_hours: 72,
+            retry_max_attempts: 0,
+            breaker_enabled: true,
+            breaker_failure_percent: 50,
+            breaker_min_calls: 20,
+            breaker_window_secs: 60,
+            breaker_cooldown_secs: 30,
+            breaker_probe_calls: 3,
         }
     }
 }
@@ -391,6 +419,18 @@ impl BusConfig {
     /// `retry_max_age_hours` as a duration.
     pub fn retry_max_age(&self) -> Duration {
         hours(self.retry_max_age_hours)
+    }
+
+    /// The `breaker_*` keys as the relay's breaker settings.
+    pub fn breaker(&self) -> crate::publish::breaker::BreakerConfig {
+        crate::publish::breaker::BreakerConfig {
+            enabled: self.breaker_enabled,
+            failure_rate: f64::from(self.breaker_failure_percent) / 100.0,
+            min_calls: self.breaker_min_calls,
+            window: Duration::from_secs(self.breaker_window_secs),
+            cooldown: Duration::from_secs(self.breaker_cooldown_secs),
+            probe_calls: self.breaker_probe_calls,
+        }
     }
 }
 

@@ -814,3 +814,64 @@ fn dedupe_namespace_must_fit_in_a_key() {
         assert!(message.contains("dedupe.namespace"), "{bad:?}: {message}");
     }
 }
+
+#[test]
+fn breakers_retry_budget_and_retention_have_safe_defaults() {
+    let config = Config::default();
+    let breaker = config.bus.breaker();
+    assert!(breaker.enabled);
+    assert!((breaker.failure_rate - 0.5).abs() < f64::EPSILON);
+    assert_eq!(breaker.min_calls, 20);
+    assert_eq!(breaker.window, Duration::from_secs(60));
+    assert_eq!(breaker.cooldown, Duration::from_secs(30));
+    assert_eq!(breaker.probe_calls, 3);
+    assert_eq!(
+        config.bus.retry_max_attempts, 0,
+        "no attempts limit unless asked"
+    );
+    assert_eq!(
+        config.storage.retention_days, 0,
+        "entries kept unless asked"
+    );
+}
+
+#[test]
+fn breaker_and_retention_keys_are_read_and_checked() {
+    let config = load_text(
+        "[storage]\nretention_days = 30\n[bus]\nretry_max_attempts = 5\nbreaker_failure_percent = 25\nbreaker_min_calls = 4\nbreaker_window_secs = 10\nbreaker_cooldown_secs = 2\nbreaker_probe_calls = 1\n",
+        &[],
+        &CliOverrides::default(),
+    )
+    .expect("valid");
+    assert_eq!(config.storage.retention_days, 30);
+    assert_eq!(config.bus.retry_max_attempts, 5);
+    let breaker = config.bus.breaker();
+    assert!((breaker.failure_rate - 0.25).abs() < f64::EPSILON);
+    assert_eq!(breaker.cooldown, Duration::from_secs(2));
+
+    let text = "[storage]\nretention_days = 99999\n[bus]\nbreaker_failure_percent = 0\nbreaker_min_calls = 0\nbreaker_window_secs = 0\nbreaker_cooldown_secs = 100000\nbreaker_probe_calls = 0\n";
+    let Err(ConfigError::Invalid(problems)) = load_text(text, &[], &CliOverrides::default()) else {
+        panic!("expected validation problems");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "storage.retention_days",
+        "bus.breaker_failure_percent",
+        "bus.breaker_min_calls",
+        "bus.breaker_window_secs",
+        "bus.breaker_cooldown_secs",
+        "bus.breaker_probe_calls",
+    ] {
+        assert!(keys.contains(&key), "{key} not reported in {keys:?}");
+    }
+    // Off, the breaker keys are not judged.
+    load_text(
+        "[bus]\nbreaker_enabled = false\nbreaker_min_calls = 0\n",
+        &[],
+        &CliOverrides::default(),
+    )
+    .expect("a disabled breaker's settings do not matter");
+    // A percent above 255 does not fit: a clear shape error naming the key.
+    let message = load_err("[bus]\nbreaker_failure_percent = 300\n", &[]);
+    assert!(message.contains("bus.breaker_failure_percent"), "{message}");
+}

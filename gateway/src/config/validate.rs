@@ -15,6 +15,12 @@ const MAX_SOURCE_NAME: usize = 64;
 /// PostgreSQL truncates identifiers beyond this many bytes.
 const MAX_SCHEMA_NAME: usize = 63;
 
+/// Longest breaker window and cool-down, in seconds.
+const MAX_BREAKER_SECS: u64 = 86_400;
+
+/// Longest retention: a century, past which the cut-off date would be out of range.
+const MAX_RETENTION_DAYS: u64 = 36_500;
+
 /// One broken rule: the key (`sources.shopify`, `storage.url`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -146,6 +152,41 @@ impl Config {
             self.bus.duplicate_window_seconds,
         );
         p.positive("bus.retry_max_age_hours", self.bus.retry_max_age_hours);
+        if self.bus.breaker_enabled {
+            if !(1..=100).contains(&self.bus.breaker_failure_percent) {
+                p.add(
+                    "bus.breaker_failure_percent",
+                    "must be between 1 and 100 (the share of failed publishes, in percent, \
+                     that opens a subject's breaker)",
+                );
+            }
+            p.positive(
+                "bus.breaker_min_calls",
+                u64::from(self.bus.breaker_min_calls),
+            );
+            p.positive("bus.breaker_window_secs", self.bus.breaker_window_secs);
+            p.positive("bus.breaker_cooldown_secs", self.bus.breaker_cooldown_secs);
+            p.positive(
+                "bus.breaker_probe_calls",
+                u64::from(self.bus.breaker_probe_calls),
+            );
+            // Beyond a day a typo is likelier than intent, and an open breaker that long
+            // would hold a subject's events for a day after the bus is fine again.
+            for (key, value) in [
+                ("bus.breaker_window_secs", self.bus.breaker_window_secs),
+                ("bus.breaker_cooldown_secs", self.bus.breaker_cooldown_secs),
+            ] {
+                if value > MAX_BREAKER_SECS {
+                    p.add(key, format!("must be at most {MAX_BREAKER_SECS} (a day)"));
+                }
+            }
+        }
+        if self.storage.retention_days > MAX_RETENTION_DAYS {
+            p.add(
+                "storage.retention_days",
+                format!("must be at most {MAX_RETENTION_DAYS} (0 keeps entries for ever)"),
+            );
+        }
 
         if self.plugins.dir.as_os_str().is_empty() {
             p.add("plugins.dir", "is empty");

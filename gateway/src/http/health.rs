@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::State;
 use super::error::{HttpResponse, json_response};
+use crate::publish::breaker::{NotClosed, State as BreakerState};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -44,11 +45,14 @@ pub async fn full(state: &State) -> HttpResponse {
         Err(_) => json!({ "status": "unknown", "error": "no answer within 2 s" }),
     };
     let reloads = state.reloader.status();
+    let breakers = state.breakers.not_closed(std::time::Instant::now());
+    let any_open = breakers.iter().any(|b| b.state == BreakerState::Open);
     let status = if storage.is_err() || plugins.is_empty() {
         "down"
     } else if dedupe.is_err()
         || bus.is_err()
         || !load_errors.is_empty()
+        || any_open
         || reloads.last_rejected.is_some()
     {
         "degraded"
@@ -78,7 +82,24 @@ pub async fn full(state: &State) -> HttpResponse {
                 "last_success_at": reloads.last_success_at,
                 "rejected": reloads.last_rejected.as_ref().map(|r| &r.rejected),
             },
+            "breakers": breakers_json(&breakers),
         }),
+    )
+}
+
+/// The breakers that are not closed (an open one holds its subject's events back).
+fn breakers_json(breakers: &[NotClosed]) -> serde_json::Value {
+    serde_json::Value::Array(
+        breakers
+            .iter()
+            .map(|b| {
+                let mut item = json!({ "subject": b.subject, "state": b.state.as_str() });
+                if let Some(retry_in) = b.retry_in {
+                    item["retry_in_seconds"] = json!(retry_in.as_secs_f64().ceil() as u64);
+                }
+                item
+            })
+            .collect(),
     )
 }
 

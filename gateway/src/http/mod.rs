@@ -45,6 +45,8 @@ pub struct State {
     pub admin_token: Option<String>,
     pub limits: HttpLimits,
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The relay's per-subject circuit breakers, for health.
+    pub breakers: Arc<crate::publish::breaker::Breakers>,
 }
 
 const WEBHOOKS: &str = "/api/v1/webhooks/";

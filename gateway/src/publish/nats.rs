@@ -6,6 +6,7 @@
 //! keeps the events), and the stream is created on the first publish that finds NATS up
 //! if it could not be at start.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -220,15 +221,15 @@ impl NatsSink {
         &self,
         events: &[Outgoing],
         stalled: &mut bool,
-    ) -> Vec<Result<(), PublishError>> {
+    ) -> Vec<Result<(), Failure>> {
         // Send every message first, then wait for the acks together: one round trip per
         // chunk instead of one per event.
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
             if *stalled {
-                pending.push(Err(PublishError::Unavailable(
+                pending.push(Err(Failure::Final(PublishError::Unavailable(
                     "not sent: an earlier publish of this batch timed out".into(),
-                )));
+                ))));
                 continue;
             }
             let message = PublishMessage::build()
@@ -241,10 +242,12 @@ impl NatsSink {
             .await;
             pending.push(match sent {
                 Ok(Ok(ack)) => Ok(ack),
-                Ok(Err(e)) => Err(classify(&e)),
+                Ok(Err(e)) => Err(Failure::Final(classify(&e))),
                 Err(_) => {
                     *stalled = true;
-                    Err(PublishError::Unavailable("timed out sending".into()))
+                    Err(Failure::Final(PublishError::Unavailable(
+                        "timed out sending".into(),
+                    )))
                 }
             });
         }
@@ -268,22 +271,51 @@ impl NatsSink {
 
     /// Maps a failed ack. Our own stream missing (deleted while the gateway runs) is not
     /// a refusal of the event: the next publish recreates the stream, so it is retryable.
-    fn ack_error(&self, err: &jetstream::context::PublishError, event: &Outgoing) -> PublishError {
-        if err.kind() == PublishErrorKind::StreamNotFound
-            && self.options.create_stream
-            && covers(
-                &format!("{}.>", self.options.subject_prefix),
-                &event.subject,
-            )
-        {
-            self.stream_ready.store(false, Ordering::Release);
-            return PublishError::Unavailable(format!(
-                "stream {} is missing; it is recreated on the next publish",
-                self.options.stream
-            ));
+    /// Any other "no responders" is confirmed before it counts as permanent.
+    fn ack_error(&self, err: &jetstream::context::PublishError, event: &Outgoing) -> Failure {
+        if err.kind() == PublishErrorKind::StreamNotFound {
+            if self.options.create_stream
+                && covers(
+                    &format!("{}.>", self.options.subject_prefix),
+                    &event.subject,
+                )
+            {
+                self.stream_ready.store(false, Ordering::Release);
+                return Failure::Final(PublishError::Unavailable(format!(
+                    "stream {} is missing; it is recreated on the next publish",
+                    self.options.stream
+                )));
+            }
+            return Failure::NoResponders;
         }
-        classify(err)
+        Failure::Final(classify(err))
     }
+
+    /// What "no responders" on `subject` means. JetStream also answers so, for a moment,
+    /// while a clustered stream elects a leader; only when the server confirms that no
+    /// stream captures the subject is the event refused for good.
+    async fn no_stream(&self, subject: &str) -> PublishError {
+        match self.jetstream.stream_by_subject(subject).await {
+            Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
+                PublishError::Rejected(format!("no JetStream stream is bound to subject {subject}"))
+            }
+            Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::InvalidSubject => {
+                PublishError::Rejected(format!("invalid subject {subject}"))
+            }
+            Ok(stream) => PublishError::Unavailable(format!(
+                "stream {stream} did not answer for subject {subject}"
+            )),
+            Err(e) => PublishError::Unavailable(format!(
+                "no stream answered for subject {subject}, and the stream lookup failed: {e}"
+            )),
+        }
+    }
+}
+
+/// A publish that failed, before "no responders" is looked into.
+enum Failure {
+    Final(PublishError),
+    NoResponders,
 }
 
 /// Whether every subject matched by `pattern` is also matched by `wider`, token by token
@@ -344,8 +376,9 @@ fn stream_error(
     }
 }
 
-/// Connection and timeout problems are worth retrying; what JetStream itself refuses is not
-/// going to change by resending the same message.
+/// Connection and timeout problems are worth retrying, and so is a stream refusing for a
+/// while (full with `discard = new`, short of resources, between leaders); an event larger
+/// than the server or the stream takes, or an invalid subject, will never get through.
 fn classify(err: &jetstream::context::PublishError) -> PublishError {
     let msg = err.to_string();
     match err.kind() {
@@ -356,21 +389,33 @@ fn classify(err: &jetstream::context::PublishError) -> PublishError {
         | PublishErrorKind::WrongLastMessageId
         | PublishErrorKind::WrongLastSequence
         | PublishErrorKind::MaxPayloadExceeded => PublishError::Rejected(msg),
-        // `Other` covers an error reply from JetStream and an invalid subject, which are
-        // refusals, and local failures (the client shut down, an unreadable reply).
+        // `Other` covers an error reply from JetStream, an invalid subject and local
+        // failures (the client shut down, an unreadable reply).
         _ => {
-            let refused = std::error::Error::source(err).is_some_and(|s| {
-                s.downcast_ref::<jetstream::Error>().is_some()
-                    || s.downcast_ref::<async_nats::subject::SubjectError>()
-                        .is_some()
-            });
-            if refused {
+            let source = std::error::Error::source(err);
+            if let Some(js) = source.and_then(|s| s.downcast_ref::<jetstream::Error>()) {
+                let msg = format!("{msg}: {js}");
+                if is_permanent_refusal(js.error_code()) {
+                    PublishError::Rejected(msg)
+                } else {
+                    PublishError::Unavailable(msg)
+                }
+            } else if source.is_some_and(|s| {
+                s.downcast_ref::<async_nats::subject::SubjectError>()
+                    .is_some()
+            }) {
                 PublishError::Rejected(msg)
             } else {
                 PublishError::Unavailable(msg)
             }
         }
     }
+}
+
+/// JetStream refusals that resending the same message cannot get past.
+fn is_permanent_refusal(code: jetstream::ErrorCode) -> bool {
+    code == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+        || code == jetstream::ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM
 }
 
 #[async_trait]
@@ -400,7 +445,27 @@ impl EventSink for NatsSink {
         for chunk in events.chunks(PIPELINE_CHUNK) {
             results.extend(self.publish_chunk(chunk, &mut stalled).await);
         }
-        results
+        // One stream lookup per subject that had no responders, not one per event.
+        let mut looked_up: HashMap<&str, PublishError> = HashMap::new();
+        let mut resolved = Vec::with_capacity(results.len());
+        for (result, event) in results.into_iter().zip(events) {
+            resolved.push(match result {
+                Ok(()) => Ok(()),
+                Err(Failure::Final(e)) => Err(e),
+                Err(Failure::NoResponders) => {
+                    let subject = event.subject.as_str();
+                    if !looked_up.contains_key(subject) {
+                        let verdict = self.no_stream(subject).await;
+                        looked_up.insert(subject, verdict);
+                    }
+                    Err(looked_up
+                        .get(subject)
+                        .cloned()
+                        .unwrap_or_else(|| PublishError::Unavailable("no stream answered".into())))
+                }
+            });
+        }
+        resolved
     }
 
     async fn ping(&self) -> Result<(), PublishError> {
@@ -414,6 +479,14 @@ impl EventSink for NatsSink {
 
     fn kind(&self) -> &'static str {
         "nats"
+    }
+
+    fn max_message_bytes(&self) -> Option<u64> {
+        if self.client.connection_state() != State::Connected {
+            return None;
+        }
+        let max = self.client.server_info().max_payload;
+        (max > 0).then(|| u64::try_from(max).unwrap_or(u64::MAX))
     }
 }
 

@@ -9,6 +9,12 @@
 //! twice by this process.
 //! Publishing is at-least-once; the `Nats-Msg-Id` (the event id) lets JetStream drop the
 //! rare repeat.
+//!
+//! Each event goes through its subject's circuit breaker ([`super::breaker`]): those an
+//! open breaker holds back are postponed in the outbox, untried. A failed publish is
+//! retried with backoff until the retry budget (age, and attempts when configured) is
+//! spent; one the bus refuses for good is dead-lettered at once; one not sent because the
+//! connection is down waits without counting as an attempt.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,9 +23,16 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::{BreakerTransition, Metrics, ReasonLabel, SubjectLabel};
+use crate::publish::breaker::{Admission, BreakerConfig, Breakers, Outcome, State, Transition};
 use crate::publish::{EventSink, Outgoing, PublishError};
 use crate::store::{DueEvents, OutboxEvent, Store, UnreadableEvent};
+
+/// Publications of one batch at most: the events a half-open breaker held back while its
+/// probes were out get one more round each time the probes answer.
+const MAX_ROUNDS: usize = 3;
+/// When events a half-open breaker still holds back after the last round are tried again.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -42,6 +55,12 @@ pub struct RelayConfig {
     /// First retry delay; doubles per attempt up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// An event is dead-lettered after this many failed attempts; 0 = no limit (the age
+    /// budget still applies). Attempts are only those made: not while its subject's
+    /// breaker is open, nor while the bus connection is down.
+    pub retry_max_attempts: u32,
+    /// The per-subject circuit breakers.
+    pub breaker: BreakerConfig,
 }
 
 impl Default for RelayConfig {
@@ -55,6 +74,8 @@ impl Default for RelayConfig {
             retry_max_age: Duration::from_secs(72 * 3600),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            retry_max_attempts: 0,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -63,9 +84,15 @@ impl Default for RelayConfig {
 #[derive(Clone)]
 pub struct RelayHandle {
     queue: mpsc::Sender<OutboxEvent>,
+    breakers: Arc<Breakers>,
 }
 
 impl RelayHandle {
+    /// The relay's circuit breakers, for health.
+    pub fn breakers(&self) -> Arc<Breakers> {
+        self.breakers.clone()
+    }
+
     /// Never blocks: if the queue is full the events stay in the outbox for the sweep.
     pub fn notify(&self, events: Vec<OutboxEvent>) {
         for event in events {
@@ -81,6 +108,7 @@ pub struct Relay {
     sink: Arc<dyn EventSink>,
     metrics: Arc<Metrics>,
     config: RelayConfig,
+    breakers: Arc<Breakers>,
 }
 
 impl Relay {
@@ -94,14 +122,22 @@ impl Relay {
         shutdown: watch::Receiver<bool>,
     ) -> (RelayHandle, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(config.batch_size * 16);
+        let observed = metrics.clone();
+        let breakers = Arc::new(Breakers::new(
+            config.breaker.clone(),
+            Box::new(move |subject: &str, transition: Transition| {
+                observe_transition(&observed, subject, transition)
+            }),
+        ));
         let relay = Self {
             store,
             sink,
             metrics,
             config,
+            breakers: breakers.clone(),
         };
         let task = tokio::spawn(relay.run(receiver, shutdown));
-        (RelayHandle { queue }, task)
+        (RelayHandle { queue, breakers }, task)
     }
 
     async fn run(
@@ -242,8 +278,51 @@ impl Relay {
         }
     }
 
-    /// Publishes `events`; the ids of those the bus acknowledged go to `unmarked`.
+    /// Publishes `events` through their subjects' breakers; the ids of those the bus
+    /// acknowledged go to `unmarked`. Events a breaker holds back are postponed without
+    /// counting an attempt: an open one's until its cool-down ends.
     async fn publish(&self, events: Vec<OutboxEvent>, unmarked: &mut Vec<String>) {
+        let mut waiting = events;
+        for round in 1..=MAX_ROUNDS {
+            if waiting.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let admissions = self
+                .breakers
+                .admit_all(waiting.iter().map(|event| event.subject.as_str()), now);
+            let mut admitted = Vec::with_capacity(waiting.len());
+            let mut held = Vec::new();
+            let mut postponed = Vec::new();
+            for (event, admission) in waiting.into_iter().zip(admissions) {
+                match admission {
+                    Admission::Allow => admitted.push(event),
+                    Admission::Open { until } => {
+                        postponed.push((event.id, wall_clock(until, now)));
+                    }
+                    Admission::ProbesBusy if round == MAX_ROUNDS => {
+                        postponed.push((event.id, wall_clock(now + PROBE_WAIT, now)));
+                    }
+                    Admission::ProbesBusy => held.push(event),
+                }
+            }
+            if !postponed.is_empty() {
+                tracing::debug!(
+                    count = postponed.len(),
+                    "events held back by open circuit breakers"
+                );
+                if let Err(error) = self.store.postpone(&postponed, None).await {
+                    // They stay due, and come back with the next sweep.
+                    tracing::warn!(%error, count = postponed.len(), "could not postpone events behind an open breaker");
+                }
+            }
+            self.attempt(admitted, unmarked).await;
+            waiting = held;
+        }
+    }
+
+    /// Publishes admitted events and records each outcome, with the breakers and the store.
+    async fn attempt(&self, events: Vec<OutboxEvent>, unmarked: &mut Vec<String>) {
         if events.is_empty() {
             return;
         }
@@ -261,6 +340,24 @@ impl Relay {
             .publish_duration
             .observe(started.elapsed().as_secs_f64());
 
+        // A bus connection that is down fails every subject alike: nothing to learn about
+        // any one of them, and nothing was tried, so no attempt is counted either.
+        let connected = !results
+            .iter()
+            .any(|r| matches!(r, Err(PublishError::Unavailable(_))))
+            || self.sink.ping().await.is_ok();
+        self.breakers.record_all(
+            events.iter().zip(&results).map(|(event, result)| {
+                let outcome = match result {
+                    Ok(()) => Outcome::Success,
+                    Err(e) if e.is_permanent() || !connected => Outcome::Ignored,
+                    Err(_) => Outcome::Failure,
+                };
+                (event.subject.as_str(), outcome)
+            }),
+            Instant::now(),
+        );
+
         let before = unmarked.len();
         let mut failed = Vec::new();
         for (event, result) in events.into_iter().zip(results) {
@@ -272,8 +369,40 @@ impl Relay {
         self.metrics
             .events_published
             .inc_by((unmarked.len() - before) as u64);
+        if !connected {
+            self.wait_for_connection(failed).await;
+            return;
+        }
         for (event, error) in failed {
             self.record_failure(event, error).await;
+        }
+    }
+
+    /// Events not published because the bus connection is down wait without counting an
+    /// attempt, so an outage never spends an attempts budget; their retries space out
+    /// with their age, as an attempts-based backoff would.
+    async fn wait_for_connection(&self, failed: Vec<(OutboxEvent, PublishError)>) {
+        let Some(message) = failed.first().map(|(_, error)| error.to_string()) else {
+            return;
+        };
+        self.metrics
+            .publish_failures
+            .get_or_create(&ReasonLabel {
+                reason: "unavailable",
+            })
+            .inc_by(failed.len() as u64);
+        let now = Utc::now();
+        let postponed: Vec<(String, chrono::DateTime<Utc>)> = failed
+            .into_iter()
+            .map(|(event, _)| {
+                let age = (now - event.created_at).to_std().unwrap_or_default();
+                let delay = outage_backoff(&self.config, age, &event.id);
+                (event.id, now + to_chrono(delay))
+            })
+            .collect();
+        tracing::debug!(count = postponed.len(), error = %message, "bus not connected; events wait");
+        if let Err(error) = self.store.postpone(&postponed, Some(&message)).await {
+            tracing::warn!(%error, count = postponed.len(), "could not postpone events while the bus is down");
         }
     }
 
@@ -290,22 +419,90 @@ impl Relay {
         let message = error.to_string();
         let now = Utc::now();
         let age = (now - event.created_at).to_std().unwrap_or_default();
-        let outcome = if age >= self.config.retry_max_age {
-            self.metrics.events_dead_lettered.inc();
-            tracing::error!(event_id = %event.id, entry_id = %event.entry_id, error = %message, "event exhausted its retry budget; dead-lettered");
-            self.store.mark_dead(&event.id, &message).await
+        let attempts = u32::try_from(event.attempts).unwrap_or(0).saturating_add(1);
+        let dead_because = if error.is_permanent() {
+            Some(message.clone())
+        } else if self.config.retry_max_attempts > 0 && attempts >= self.config.retry_max_attempts {
+            Some(format!(
+                "retry budget exhausted after {attempts} attempts: {message}"
+            ))
+        } else if age >= self.config.retry_max_age {
+            Some(format!(
+                "retry budget exhausted after {} hours: {message}",
+                age.as_secs() / 3600
+            ))
         } else {
-            let delay = backoff(&self.config, event.attempts, &event.id);
-            let next = now
-                + chrono::Duration::from_std(delay)
-                    .unwrap_or_else(|_| chrono::Duration::seconds(1));
-            tracing::debug!(event_id = %event.id, error = %message, retry_in = ?delay, "publish failed; will retry");
-            self.store.mark_retry(&event.id, next, &message).await
+            None
         };
+        let delay = backoff(&self.config, event.attempts, &event.id);
+        // The attempt is recorded whatever comes next, so a dead event's count is right.
+        let mut outcome = self
+            .store
+            .mark_retry(&event.id, now + to_chrono(delay), &message)
+            .await;
+        if let Some(reason) = dead_because {
+            self.metrics.events_dead_lettered.inc();
+            if error.is_permanent() {
+                tracing::error!(event_id = %event.id, entry_id = %event.entry_id, subject = %event.subject, error = %reason, "the bus refused the event for good; dead-lettered");
+            } else {
+                tracing::error!(event_id = %event.id, entry_id = %event.entry_id, error = %reason, "event exhausted its retry budget; dead-lettered");
+            }
+            if outcome.is_ok() {
+                outcome = self.store.mark_dead(&event.id, &reason).await;
+            }
+        } else {
+            tracing::debug!(event_id = %event.id, error = %message, retry_in = ?delay, "publish failed; will retry");
+        }
         if let Err(error) = outcome {
             tracing::warn!(%error, event_id = %event.id, "could not record a publish failure");
         }
     }
+}
+
+/// Metrics and a log line for each breaker change.
+fn observe_transition(metrics: &Metrics, subject: &str, transition: Transition) {
+    metrics
+        .breaker_state
+        .get_or_create(&SubjectLabel {
+            subject: subject.to_owned(),
+        })
+        .set(transition.to.gauge());
+    metrics
+        .breaker_transitions
+        .get_or_create(&BreakerTransition {
+            subject: subject.to_owned(),
+            to: transition.to.as_str(),
+        })
+        .inc();
+    match transition.to {
+        State::Open => {
+            tracing::warn!(%subject, from = transition.from.as_str(), "circuit breaker open: the subject's events wait in the outbox")
+        }
+        State::HalfOpen => tracing::info!(%subject, "circuit breaker half-open: probing"),
+        State::Closed => {
+            tracing::info!(%subject, "circuit breaker closed: the subject flows again")
+        }
+    }
+}
+
+/// The wall-clock time of a monotonic instant, for the outbox's next-attempt column.
+fn wall_clock(at: Instant, now: Instant) -> chrono::DateTime<Utc> {
+    Utc::now() + to_chrono(at.saturating_duration_since(now))
+}
+
+fn to_chrono(delay: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::seconds(1))
+}
+
+/// The wait of an event while the bus is unreachable: an eighth of its age, between the
+/// first and the longest backoff, with the same jitter.
+fn outage_backoff(config: &RelayConfig, age: Duration, event_id: &str) -> Duration {
+    let capped = (age / 8).max(config.base_backoff).min(config.max_backoff);
+    let spread = event_id
+        .bytes()
+        .fold(0u32, |acc, b| acc.wrapping_mul(31).wrapping_add(b as u32))
+        % 25;
+    capped + capped * spread / 100
 }
 
 /// Exponential backoff with up to 25% jitter, derived from the event id so retries of a

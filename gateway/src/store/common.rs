@@ -275,3 +275,11 @@ const JOINED_ENTRY_COLUMNS: &str = "r.id, r.source, r.topic, r.tenant, r.idempot
 const ENTRY_STATUS: &str = "COALESCE(s.status, CASE WHEN EXISTS \
     (SELECT 1 FROM webhook_events e WHERE e.entry_id = r.id AND e.status = 'pending') \
     THEN 'accepted' ELSE 'published' END)";
+
+/// An entry (`r`, a `webhook_entry_records` row) the retention purge may remove: neither
+/// failed nor dead (no stated status) and no event left that is not published. Shared by
+/// both backends so they agree on what is kept.
+pub(crate) const PURGEABLE_ENTRY: &str = "NOT EXISTS (SELECT 1 FROM webhook_entry_states s \
+        WHERE s.id = r.id AND s.status IS NOT NULL) \
+    AND NOT EXISTS (SELECT 1 FROM webhook_events e \
+        WHERE e.entry_id = r.id AND e.status <> 'published')";

@@ -365,6 +365,26 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         id: Uuid,
     ) -> Result<bool, StoreError>;
+    /// Moves the next attempt of pending events to the time given with each, without
+    /// counting an attempt: they were not tried (their subject's circuit breaker is open,
+    /// or the bus connection is down). `error`, when given, becomes their `last_error`.
+    async fn postpone(
+        &self,
+        events: &[(String, DateTime<Utc>)],
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// How many entries [`Store::purge_published`] would remove for `received_before`.
+    async fn count_purgeable(&self, received_before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Deletes at most `limit` entries received before `received_before` whose events are
+    /// all published — never one that is failed, dead or still has an event to publish —
+    /// with their events; returns how many it deleted. Oldest first.
+    async fn purge_published(
+        &self,
+        received_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Opens the backend the URL names: `sqlite://path` (created if missing, with its parent

@@ -16,7 +16,7 @@ use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use super::common::{
-    ENTRY_COLUMNS, classify, count, earlier_twins, encode_headers, entry_listing,
+    ENTRY_COLUMNS, PURGEABLE_ENTRY, classify, count, earlier_twins, encode_headers, entry_listing,
     envelope_for_view, headers_for_view, new_entry_state, read_envelope, sort_due_rows,
     stored_envelope,
 };
@@ -543,6 +543,67 @@ impl Store for PgStore {
             .map(|row| event_from_row(row, &entry.body))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some((entry, events)))
+    }
+
+    async fn postpone(
+        &self,
+        events: &[(String, DateTime<Utc>)],
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|(_, at)| *at).collect();
+        sqlx::query(
+            "UPDATE webhook_events e \
+             SET next_attempt_at = t.at, last_error = COALESCE($3, e.last_error) \
+             FROM unnest($1::text[], $2::timestamptz[]) AS t(id, at) \
+             WHERE e.id = t.id AND e.status = 'pending'",
+        )
+        .bind(ids)
+        .bind(times)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(pg_error)
+    }
+
+    async fn count_purgeable(&self, received_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM webhook_entry_records r \
+             WHERE r.received_at < $1 AND {PURGEABLE_ENTRY}"
+        )))
+        .bind(received_before)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        count(n)
+    }
+
+    async fn purge_published(
+        &self,
+        received_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        // The events and any state row go with their record (ON DELETE CASCADE). The rows
+        // are locked as they are chosen, and those another transaction holds (an event
+        // being added by a replay, say) are left for the next round.
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM webhook_entry_records WHERE id IN ( \
+                SELECT r.id FROM webhook_entry_records r \
+                WHERE r.received_at < $1 AND {PURGEABLE_ENTRY} \
+                ORDER BY r.received_at \
+                LIMIT $2 \
+                FOR UPDATE SKIP LOCKED)"
+        )))
+        .bind(received_before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(deleted.rows_affected())
     }
 }
 

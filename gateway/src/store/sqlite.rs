@@ -28,8 +28,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::common::{
-    ENTRY_COLUMNS, classify, count, encode_headers, entry_listing, envelope_for_view,
-    headers_for_view, new_entry_state, read_envelope, sort_due_rows, stored_envelope,
+    ENTRY_COLUMNS, PURGEABLE_ENTRY, classify, count, encode_headers, entry_listing,
+    envelope_for_view, headers_for_view, new_entry_state, read_envelope, sort_due_rows,
+    stored_envelope,
 };
 use super::*;
 
@@ -610,6 +611,70 @@ impl Store for SqliteStore {
             .map(|row| event_from_row(row, &entry.body))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some((entry, events)))
+    }
+
+    async fn postpone(
+        &self,
+        events: &[(String, DateTime<Utc>)],
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // As in mark_published: one JSON bind, here of [id, micros] pairs.
+        let pairs: Vec<(&str, i64)> = events
+            .iter()
+            .map(|(id, at)| (id.as_str(), micros(*at)))
+            .collect();
+        let pairs = serde_json::to_string(&pairs)
+            .map_err(|e| StoreError::Internal(format!("cannot encode event ids: {e}")))?;
+        sqlx::query(
+            "UPDATE webhook_events \
+             SET next_attempt_at = t.at, last_error = COALESCE(?, webhook_events.last_error) \
+             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at \
+                   FROM json_each(?)) AS t \
+             WHERE webhook_events.id = t.id AND webhook_events.status = 'pending'",
+        )
+        .bind(error)
+        .bind(pairs.as_str())
+        .execute(&self.writer)
+        .await
+        .map(|_| ())
+        .map_err(sqlite_error)
+    }
+
+    async fn count_purgeable(&self, received_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM webhook_entry_records r \
+             WHERE r.received_at < ? AND {PURGEABLE_ENTRY}"
+        )))
+        .bind(micros(received_before))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sqlite_error)?;
+        count(n)
+    }
+
+    async fn purge_published(
+        &self,
+        received_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        // One statement on the writer, so the choice and the delete see the same rows; the
+        // events and any state row go with their record (ON DELETE CASCADE).
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM webhook_entry_records WHERE id IN ( \
+                SELECT r.id FROM webhook_entry_records r \
+                WHERE r.received_at < ? AND {PURGEABLE_ENTRY} \
+                ORDER BY r.received_at \
+                LIMIT ?)"
+        )))
+        .bind(micros(received_before))
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await
+        .map_err(sqlite_error)?;
+        Ok(deleted.rows_affected())
     }
 }
 

@@ -122,6 +122,8 @@ suite!(
     concurrent_batches_with_same_key_insert_once,
     body_is_stored_once_and_envelopes_read_whole,
     failed_batch_writes_nothing_and_the_store_goes_on,
+    postpone_moves_the_next_attempt_without_counting_one,
+    purge_removes_only_old_published_entries,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1815,3 +1817,170 @@ corrupted_row_case!(
     an_entry_with_unreadable_headers_is_still_shown,
     CORRUPT_HEADERS
 );
+
+/// Postponed events (their breaker open, the bus down) come due later, with no attempt
+/// counted; an error given replaces `last_error`, none keeps it; a published event is left
+/// alone.
+async fn postpone_moves_the_next_attempt_without_counting_one(store: Arc<dyn Store>) {
+    let w = webhook("shopify", "k-postpone", at(0), 3);
+    insert_one(&store, &w).await;
+    let (e0, e1, e2) = (&w.events[0].id, &w.events[1].id, &w.events[2].id);
+    store
+        .mark_retry(e1, at(5), "nats: timeout")
+        .await
+        .expect("retry");
+    store
+        .mark_published(std::slice::from_ref(e2), at(1))
+        .await
+        .expect("publish");
+    store
+        .postpone(
+            &[(e0.clone(), at(100)), (e2.clone(), at(100))],
+            Some("nats is not connected"),
+        )
+        .await
+        .expect("postpone with an error");
+    store
+        .postpone(&[(e1.clone(), at(200))], None)
+        .await
+        .expect("postpone without one");
+    store
+        .postpone(&[], None)
+        .await
+        .expect("nothing to postpone");
+
+    assert!(due_ids(&store, at(99)).await.is_empty());
+    assert_eq!(due_ids(&store, at(100)).await, vec![e0.clone()]);
+    assert_eq!(due_ids(&store, at(200)).await, vec![e0.clone(), e1.clone()]);
+    let (_, events) = entry(&store, w.entry.id).await;
+    assert_eq!(events[0].attempts, 0, "postponing is no attempt");
+    assert_eq!(events[0].next_attempt_at, Some(at(100)));
+    assert_eq!(
+        events[0].last_error.as_deref(),
+        Some("nats is not connected")
+    );
+    assert_eq!(events[1].attempts, 1);
+    assert_eq!(
+        events[1].last_error.as_deref(),
+        Some("nats: timeout"),
+        "kept"
+    );
+    assert_eq!(events[2].status, EventStatus::Published);
+    assert_eq!(
+        events[2].next_attempt_at, None,
+        "a published event is left alone"
+    );
+}
+
+/// Only entries received before the cut-off whose events are all published go, with their
+/// events, oldest first and at most `limit` at a time; failed, dead and unpublished ones
+/// stay whatever their age.
+async fn purge_removes_only_old_published_entries(store: Arc<dyn Store>) {
+    let published = webhook("shopify", "k-published", at(0), 2);
+    let retried = webhook("shopify", "k-retried-then-published", at(1), 1);
+    let partly = webhook("shopify", "k-partly", at(2), 2);
+    let pending = webhook("shopify", "k-pending", at(3), 1);
+    let mut failed = webhook("shopify", "k-failed", at(4), 0);
+    failed.entry.status = EntryStatus::Failed;
+    failed.entry.last_error = Some("bad json".to_owned());
+    let dead = webhook("shopify", "k-dead", at(5), 1);
+    let recent = webhook("shopify", "k-recent", at(7200), 1);
+    let all = [
+        &published, &retried, &partly, &pending, &failed, &dead, &recent,
+    ];
+    store
+        .insert_batch(&all.iter().map(|w| (*w).clone()).collect::<Vec<_>>())
+        .await
+        .expect("insert");
+    store
+        .mark_retry(&retried.events[0].id, at(10), "nats: timeout")
+        .await
+        .expect("retry");
+    let to_publish: Vec<String> = [&published, &retried, &recent]
+        .iter()
+        .flat_map(|w| w.events.iter().map(|e| e.id.clone()))
+        .chain([partly.events[0].id.clone()])
+        .collect();
+    store
+        .mark_published(&to_publish, at(20))
+        .await
+        .expect("publish");
+    store
+        .mark_dead(&dead.events[0].id, "bus rejected the event")
+        .await
+        .expect("dead");
+    let before = at(3600);
+
+    assert_eq!(store.count_purgeable(before).await.expect("count"), 2);
+    assert_eq!(
+        crate::purge::purge(store.as_ref(), before, true)
+            .await
+            .expect("dry run"),
+        2
+    );
+    assert!(
+        store
+            .get_entry(published.entry.id)
+            .await
+            .expect("get")
+            .is_some(),
+        "a dry run deletes nothing"
+    );
+    assert_eq!(
+        store.purge_published(before, 1).await.expect("purge"),
+        1,
+        "at most the limit"
+    );
+    assert!(
+        store
+            .get_entry(published.entry.id)
+            .await
+            .expect("get")
+            .is_none(),
+        "the oldest goes first"
+    );
+    assert_eq!(
+        crate::purge::purge(store.as_ref(), before, false)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(store.purge_published(before, 100).await.expect("again"), 0);
+    assert_eq!(store.count_purgeable(before).await.expect("count"), 0);
+
+    for gone in [&published, &retried] {
+        assert!(store.get_entry(gone.entry.id).await.expect("get").is_none());
+        // Their key is free again: the storage no longer remembers them.
+        assert_eq!(
+            store
+                .find_by_key(&gone.entry.source, &gone.entry.idempotency_key)
+                .await
+                .expect("find"),
+            None
+        );
+    }
+    for kept in [&partly, &pending, &failed, &dead, &recent] {
+        let (entry, events) = entry(&store, kept.entry.id).await;
+        assert_eq!(events.len(), kept.events.len(), "{}", entry.idempotency_key);
+    }
+    assert_eq!(
+        store.outbox_stats().await.expect("stats"),
+        OutboxStats {
+            pending: 2,
+            dead: 1
+        },
+        "no event of a kept entry went"
+    );
+    // A later cut-off takes the recent one too, and still none of the others.
+    assert_eq!(
+        store.purge_published(at(10_000), 100).await.expect("purge"),
+        1
+    );
+    assert!(
+        store
+            .get_entry(recent.entry.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+}

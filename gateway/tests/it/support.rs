@@ -38,6 +38,10 @@ pub struct Options {
     pub extra: String,
     /// Top-level keys (placed before any table).
     pub top: String,
+    /// More keys of the `[bus]` table (breakers, retry budget, `create_stream`...).
+    pub bus: String,
+    /// More keys of the `[storage]` table.
+    pub storage: String,
     pub redis_url: Option<String>,
     pub nats_url: Option<String>,
     pub storage_url: Option<String>,
@@ -53,6 +57,8 @@ impl Options {
             backend,
             extra: String::new(),
             top: String::new(),
+            bus: String::new(),
+            storage: String::new(),
             redis_url: None,
             nats_url: None,
             storage_url: None,
@@ -219,6 +225,7 @@ admin_token = "{ADMIN_TOKEN}"
 [storage]
 url = "{storage}"
 schema = "{schema}"
+{storage_extra}
 
 [dedupe]
 url = "{dedupe}"
@@ -227,6 +234,7 @@ url = "{dedupe}"
 url = "{bus}"
 stream = "{stream}"
 subject_prefix = "{prefix}"
+{bus_extra}
 
 [plugins]
 dir = "{dir}/plugins.d"
@@ -248,6 +256,8 @@ secrets = ["{STRIPE_SECRET}"]
         cache = plugin_cache_dir().display(),
         extra = options.extra,
         watch = options.watch,
+        bus_extra = options.bus,
+        storage_extra = options.storage,
     );
     let path = config_path(names);
     // Written aside and renamed over, as an operator's deploy would: the watcher must never
@@ -437,9 +447,21 @@ impl OwnNats {
     }
 
     pub async fn start(&mut self) {
+        self.start_with_config("").await;
+    }
+
+    /// Starts it with `config` (nats-server configuration text: `max_payload: 8192`...)
+    /// besides the address, port and JetStream store.
+    pub async fn start_with_config(&mut self, config: &str) {
         let binary = hookgate_test_services::private::find_binary("nats-server")
             .expect("nats-server must be installed for the fault tests");
-        let child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        if !config.is_empty() {
+            let file = self.store_dir.path().join("nats-server.conf");
+            std::fs::write(&file, config).expect("write the nats-server config");
+            command.arg("-c").arg(file);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
