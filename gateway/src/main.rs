@@ -1,4 +1,4 @@
-//! The `hookgate` command line: serve, migrate, plugins, send.
+//! The `hookgate` command line: serve, migrate, plugins, send, replay, dlq.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,10 +70,13 @@ enum Command {
         #[arg(long)]
         event_id: Option<String>,
     },
-    /// Replay stored webhooks through the current plugins.
-    Replay {
-        /// Entry id.
-        id: Option<String>,
+    /// Replay stored webhooks through the plugins serving now: one by id, or many by
+    /// filter (a job); `--dry-run` shows what would be published.
+    Replay(hookgate::admin_cli::ReplayArgs),
+    /// List and replay the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: hookgate::admin_cli::DlqCommand,
     },
 }
 
@@ -197,10 +200,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             event_id,
         } => send(&source, &url, secret, &topic, file, event_id).await,
-        Command::Replay { .. } => {
-            eprintln!("hookgate: replay is not implemented yet");
-            Ok(ExitCode::from(2))
-        }
+        Command::Replay(args) => hookgate::admin_cli::replay(args).await,
+        Command::Dlq { command } => hookgate::admin_cli::dlq(command).await,
     }
 }
 

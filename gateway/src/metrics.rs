@@ -36,6 +36,14 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplayLabel {
+    /// `remap` or `requeue`.
+    pub kind: &'static str,
+    /// `queued`, `no_events`, `failed` or `requeued`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -65,6 +73,7 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub dlq_size: Gauge,
     pub http_rejected: Family<ReasonLabel, Counter>,
+    pub replays: Family<ReplayLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -188,6 +197,12 @@ impl Metrics {
             "Requests refused before reaching a source (too large, timeout, shed, bad request)",
             http_rejected.clone(),
         );
+        let replays = Family::<ReplayLabel, Counter>::default();
+        registry.register(
+            "replays",
+            "Webhooks replayed by an operator, by kind (remap, requeue) and outcome",
+            replays.clone(),
+        );
         registry.register(
             "build",
             "hookgate build information",
@@ -214,6 +229,7 @@ impl Metrics {
             outbox_backlog,
             dlq_size,
             http_rejected,
+            replays,
         }
     }
 

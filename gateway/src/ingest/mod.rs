@@ -2,6 +2,7 @@
 //! storage with its outbox, and the hand-off to the relay. HTTP concerns stay outside.
 
 pub mod batch;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -78,6 +79,9 @@ pub struct Pipeline {
     subject_prefix: String,
     /// This deployment's share of the dedupe cache (`Config::dedupe_namespace`).
     cache_namespace: String,
+    /// Bulk replays run one at a time, so they never take more than a sliver of the
+    /// plugin threads, the storage and the relay from live traffic.
+    replay_slot: tokio::sync::Semaphore,
 }
 
 impl Pipeline {
@@ -96,6 +100,7 @@ impl Pipeline {
             metrics,
             subject_prefix,
             cache_namespace,
+            replay_slot: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -245,6 +250,7 @@ impl Pipeline {
                 request,
                 delivery,
                 entry_id,
+                entry_id,
                 seq,
                 event,
                 occurred,
@@ -299,12 +305,15 @@ impl Pipeline {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// `ids_from`: what the event's id derives from, the entry's id on arrival and the
+    /// replay's id on a replay (new events get new ids).
     fn encode_event(
         &self,
         source: &SourceRuntime,
         request: &WebhookRequest,
         delivery: &Delivery,
         entry_id: Uuid,
+        ids_from: Uuid,
         seq: usize,
         event: &DomainEvent,
         occurred: DateTime<Utc>,
@@ -314,7 +323,7 @@ impl Pipeline {
     ) -> Result<NewEvent, String> {
         let subject = envelope::subject(&self.subject_prefix, &source.name, &event.event_type)
             .map_err(|e| e.to_string())?;
-        let id = event_id(entry_id, seq);
+        let id = event_id(ids_from, seq);
         let data = match &event.data {
             Some(json) => EventData::Json(json.as_bytes()),
             None => EventData::Body {

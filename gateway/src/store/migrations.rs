@@ -39,6 +39,10 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
         "20261204000001_entry_status_derived.sql",
         include_str!("../../../migrations/postgres/20261204000001_entry_status_derived.sql"),
     ),
+    (
+        "20261207000002_replays.sql",
+        include_str!("../../../migrations/postgres/20261207000002_replays.sql"),
+    ),
 ];
 
 /// (file name, contents) of `migrations/sqlite`, oldest first.
@@ -58,6 +62,10 @@ pub(crate) const SQLITE: &[(&str, &str)] = &[
     (
         "20261204000001_entry_status_derived.sql",
         include_str!("../../../migrations/sqlite/20261204000001_entry_status_derived.sql"),
+    ),
+    (
+        "20261207000002_replays.sql",
+        include_str!("../../../migrations/sqlite/20261207000002_replays.sql"),
     ),
 ];
 
