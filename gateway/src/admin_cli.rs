@@ -211,9 +211,12 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&args.target)?;
     let dry = args.dry_run.then_some("true");
     if let Some(id) = &args.id {
+        let Ok(id) = uuid::Uuid::parse_str(id) else {
+            eprintln!("hookgate: {id:?} is not a webhook id (a UUID, as the admin API lists them)");
+            return Ok(ExitCode::from(2));
+        };
         let path = format!(
-            "/api/v1/admin/webhooks/{}/replay{}",
-            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC),
+            "/api/v1/admin/webhooks/{id}/replay{}",
             query(&[("dry_run", dry)])
         );
         let reply = admin.call(http::Method::POST, &path).await?;

@@ -338,9 +338,9 @@ impl Pipeline {
         job.status = JobStatus::Running;
         checkpoint(&store, &mut job).await;
         tracing::info!(job_id = %job.id, kind = job.kind.as_str(), filter = %job.filter, "replay job started");
-        // Only what was there when the job was asked for: a job always ends, and webhooks
-        // stored meanwhile were mapped by the plugin serving now anyway.
         let result = match selection {
+            // Only what was there when the job was asked for: a job always ends, and
+            // webhooks stored meanwhile were mapped by the plugin serving now anyway.
             Selection::Webhooks(mut filter) => {
                 filter.until = Some(
                     filter
@@ -349,14 +349,9 @@ impl Pipeline {
                 );
                 self.replay_entries(&store, &mut job, &filter).await
             }
-            Selection::Dlq(mut filter) => {
-                filter.until = Some(
-                    filter
-                        .until
-                        .map_or(job.created_at, |u| u.min(job.created_at)),
-                );
-                requeue_all(&store, &mut job, &filter, &self).await
-            }
+            // The queue is walked in key order, and an event this job re-queues that dies
+            // again keeps its key, behind the walk: the job ends once it has caught up.
+            Selection::Dlq(filter) => requeue_all(&store, &mut job, &filter, &self).await,
         };
         match result {
             Ok(()) => job.status = JobStatus::Completed,

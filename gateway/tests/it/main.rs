@@ -7,6 +7,7 @@ mod e2e_embedded;
 mod e2e_errors;
 mod e2e_faults;
 mod e2e_production;
+mod e2e_replay;
 mod e2e_sources;
 mod plugins_bundled;
 mod support;
