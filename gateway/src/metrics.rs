@@ -304,6 +304,13 @@ mod tests {
         metrics.publish_failures.get_or_create(&reason).inc();
         metrics.http_rejected.get_or_create(&reason).inc();
         metrics
+            .replays
+            .get_or_create(&ReplayLabel {
+                kind: "remap",
+                outcome: "queued",
+            })
+            .inc();
+        metrics
             .encode()
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE "))
