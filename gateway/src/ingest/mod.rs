@@ -304,9 +304,9 @@ impl Pipeline {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// `ids_from`: what the event's id derives from, the entry's id on arrival and the
     /// replay's id on a replay (new events get new ids).
+    #[allow(clippy::too_many_arguments)]
     fn encode_event(
         &self,
         source: &SourceRuntime,

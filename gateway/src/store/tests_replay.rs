@@ -35,6 +35,7 @@ suite!(
     dead_letter_queue_lists_and_pages_both_kinds,
     requeue_puts_dead_events_back_and_records_it,
     replay_jobs_round_trip_and_page,
+    oldest_first_listing_pages_and_filters_by_plugin,
 );
 
 fn failed(source: &str, key: &str, seconds: i64) -> NewWebhook {
@@ -535,4 +536,77 @@ async fn replay_jobs_round_trip_and_page(store: Arc<dyn Store>) {
             .expect("other")
             .is_empty()
     );
+}
+
+async fn oldest_first_listing_pages_and_filters_by_plugin(store: Arc<dyn Store>) {
+    let mut stored = Vec::new();
+    for n in 0..5 {
+        let mut w = webhook("shopify", &format!("k-order-{n}"), at(n), 1);
+        w.entry.plugin_version = if n % 2 == 0 { "1.2.3" } else { "1.2.4" }.into();
+        insert_one(&store, &w).await;
+        stored.push(w.entry.id);
+    }
+    let mut other = webhook("stripe", "k-other-plugin", at(9), 1);
+    other.entry.plugin = "stripe".into();
+    other.entry.plugin_version = "7.0.0".into();
+    insert_one(&store, &other).await;
+
+    let walk = |filter: EntryFilter| {
+        let store = store.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut after = None;
+            for _ in 0..20 {
+                let page = store
+                    .list_entries_oldest_first(&filter, after, 2)
+                    .await
+                    .expect("page");
+                let Some(last) = page.last() else {
+                    break;
+                };
+                after = Some(Cursor {
+                    received_at: last.received_at,
+                    id: last.id,
+                });
+                seen.extend(page.iter().map(|e| e.id));
+            }
+            seen
+        }
+    };
+    let shopify = EntryFilter {
+        source: Some("shopify".into()),
+        ..EntryFilter::default()
+    };
+    assert_eq!(
+        walk(shopify).await,
+        stored,
+        "oldest first, no gap, no repeat"
+    );
+    let old_version = EntryFilter {
+        plugin_version: Some("1.2.3".into()),
+        ..EntryFilter::default()
+    };
+    assert_eq!(
+        walk(old_version).await,
+        vec![stored[0], stored[2], stored[4]]
+    );
+    let by_plugin = EntryFilter {
+        plugin: Some("stripe".into()),
+        ..EntryFilter::default()
+    };
+    assert_eq!(walk(by_plugin).await, vec![other.entry.id]);
+    // The newest-first listing takes the same filters.
+    let newest = store
+        .list_entries(
+            &EntryFilter {
+                plugin_version: Some("1.2.4".into()),
+                ..EntryFilter::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .expect("list");
+    let ids: Vec<Uuid> = newest.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![stored[3], stored[1]]);
 }

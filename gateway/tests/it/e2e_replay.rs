@@ -313,9 +313,16 @@ async fn bulk_replay_dry_run_writes_nothing_and_the_job_publishes_new_ids() {
         until_status(&harness, id, "published").await;
     }
 
+    let none = admin_post(
+        &harness,
+        "/api/v1/admin/webhooks/replay?source=shopify&plugin_version=9.9.9&dry_run=true",
+    )
+    .await;
+    assert_eq!(ok(&none, 200)["items"].as_array().map(Vec::len), Some(0));
     let dry = admin_post(
         &harness,
-        "/api/v1/admin/webhooks/replay?source=shopify&dry_run=true&limit=2",
+        "/api/v1/admin/webhooks/replay?source=shopify&plugin=shopify&plugin_version=0.1.0\
+         &dry_run=true&limit=2",
     )
     .await;
     let dry = ok(&dry, 200);
