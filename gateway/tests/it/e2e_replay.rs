@@ -722,6 +722,22 @@ async fn the_cli_lists_the_dead_letter_queue_and_replays() {
     assert!(bulk.status.success(), "{stderr}");
     assert!(stderr.contains("completed, 0 processed"), "{stderr}");
 
+    let requeue = hookgate(
+        &[&["dlq", "replay", "--all", "--wait"][..], &with_token[..]].concat(),
+        None,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&requeue.stderr);
+    assert!(requeue.status.success(), "{stderr}");
+    assert!(stderr.contains("completed"), "{stderr}");
+    let not_an_id = hookgate(
+        &[&["replay", "not-a-uuid"][..], &with_token[..]].concat(),
+        None,
+    )
+    .await;
+    assert_eq!(not_an_id.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_an_id.stderr).contains("not a webhook id"));
+
     let empty = hookgate(&[&["dlq", "list"][..], &with_token[..]].concat(), None).await;
     assert!(String::from_utf8_lossy(&empty.stdout).contains("the dead-letter queue is empty"));
 
