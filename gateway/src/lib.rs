@@ -2,6 +2,7 @@
 //! plugin, drops duplicates, stores it durably and publishes its domain events to NATS
 //! JetStream through an outbox.
 
+pub mod admin_cli;
 pub mod app;
 pub mod client;
 pub mod config;

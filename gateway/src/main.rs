@@ -1,4 +1,5 @@
-//! The `hookgate` command line: serve, migrate, plugins, send, purge.
+//! The `hookgate` command line: serve, migrate, plugins, send, reload, secrets, replay, dlq,
+//! purge.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,10 +95,13 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
-    /// Replay stored webhooks through the current plugins.
-    Replay {
-        /// Entry id.
-        id: Option<String>,
+    /// Replay stored webhooks through the plugins serving now: one by id, or many by
+    /// filter (a job); `--dry-run` shows what would be published.
+    Replay(hookgate::admin_cli::ReplayArgs),
+    /// List and replay the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: hookgate::admin_cli::DlqCommand,
     },
     /// Remove published webhook entries (and their events) older than the retention;
     /// failed, dead and unpublished entries are never removed.
@@ -291,10 +295,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             older_than_days,
             dry_run,
         } => purge(config, older_than_days, dry_run).await,
-        Command::Replay { .. } => {
-            eprintln!("hookgate: replay is not implemented yet");
-            Ok(ExitCode::from(2))
-        }
+        Command::Replay(args) => hookgate::admin_cli::replay(args).await,
+        Command::Dlq { command } => hookgate::admin_cli::dlq(command).await,
     }
 }
 

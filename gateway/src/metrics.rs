@@ -60,6 +60,14 @@ pub struct BreakerTransition {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplayLabel {
+    /// `remap` or `requeue`.
+    pub kind: &'static str,
+    /// `queued`, `no_events`, `failed` or `requeued`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -96,6 +104,7 @@ pub struct Metrics {
     pub breaker_state: Family<SubjectLabel, Gauge>,
     pub breaker_transitions: Family<BreakerTransition, Counter>,
     pub entries_purged: Counter,
+    pub replays: Family<ReplayLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -262,6 +271,12 @@ impl Metrics {
             "Published webhook entries (with their events) removed by the retention purge",
             entries_purged.clone(),
         );
+        let replays = Family::<ReplayLabel, Counter>::default();
+        registry.register(
+            "replays",
+            "Webhooks replayed by an operator, by kind (remap, requeue) and outcome",
+            replays.clone(),
+        );
         registry.register(
             "build",
             "hookgate build information",
@@ -295,6 +310,7 @@ impl Metrics {
             breaker_state,
             breaker_transitions,
             entries_purged,
+            replays,
         }
     }
 
@@ -398,6 +414,13 @@ mod tests {
             .get_or_create(&BreakerTransition {
                 subject: "webhooks.shopify.order.created".into(),
                 to: "open",
+            })
+            .inc();
+        metrics
+            .replays
+            .get_or_create(&ReplayLabel {
+                kind: "remap",
+                outcome: "queued",
             })
             .inc();
         metrics

@@ -16,8 +16,8 @@ use super::State;
 use super::error::{ApiError, HttpResponse, json_response, method_not_allowed};
 use crate::store::{Cursor, EntryFilter, EntryStatus, StoredEntry, StoredEvent};
 
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
+pub(super) const DEFAULT_PAGE: u32 = 50;
+pub(super) const MAX_PAGE: u32 = 500;
 
 /// Compares digests so neither the token's length nor its content shows in the timing.
 fn authorized(expected: Option<&str>, header: Option<&str>) -> bool {
@@ -56,7 +56,14 @@ pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> Ht
     let query = request.uri().query().unwrap_or("").to_owned();
     let result = match (segments.as_slice(), &method) {
         (["webhooks"], &Method::GET) => list_webhooks(state, &query).await,
+        (["webhooks", "replay"], &Method::POST) => super::replay::bulk(state, &query).await,
+        (["webhooks", "replay"], _) => return method_not_allowed("POST"),
         (["webhooks", id], &Method::GET) => get_webhook(state, id).await,
+        (["webhooks", id, "replay"], &Method::POST) => super::replay::one(state, id, &query).await,
+        (["dlq"], &Method::GET) => super::replay::list_dlq(state, &query).await,
+        (["dlq", "replay"], &Method::POST) => super::replay::replay_dlq(state, &query).await,
+        (["replays"], &Method::GET) => super::replay::list_jobs(state, &query).await,
+        (["replays", id], &Method::GET) => super::replay::get_job(state, id, &query).await,
         (["plugins"], &Method::GET) => Ok(list_plugins(state)),
         (["sources"], &Method::GET) => Ok(list_sources(state)),
         (["sources"], _) => return method_not_allowed("GET"),
@@ -69,20 +76,17 @@ pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> Ht
         (["secrets", _, _, _], _) => return method_not_allowed("DELETE"),
         (["reload"], &Method::POST) => reload(state, &query).await,
         (["reload"], _) => return method_not_allowed("POST"),
-        (["webhooks", _, "replay"] | ["webhooks", "replay"] | ["dlq"] | ["dlq", "replay"], _) => {
-            Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                "replay and the dead-letter queue are not implemented yet",
-            ))
+        (["webhooks", _, "replay"] | ["dlq", "replay"], _) => {
+            return method_not_allowed("POST");
         }
-        (["webhooks" | "plugins"], _) | (["webhooks", _], _) => return method_not_allowed("GET"),
+        (["webhooks" | "plugins" | "dlq" | "replays"], _)
+        | (["webhooks", _] | ["replays", _], _) => return method_not_allowed("GET"),
         _ => Err(ApiError::not_found()),
     };
     result.unwrap_or_else(ApiError::into_response)
 }
 
-fn parse_query(query: &str) -> Vec<(String, String)> {
+pub(super) fn parse_query(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -98,13 +102,13 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn parse_time(key: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(super) fn parse_time(key: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| ApiError::bad_request(format!("`{key}` must be an RFC 3339 date-time")))
 }
 
-fn encode_cursor(entry: &StoredEntry) -> String {
+pub(super) fn encode_cursor(entry: &StoredEntry) -> String {
     URL_SAFE_NO_PAD.encode(format!(
         "{}|{}",
         entry.received_at.timestamp_micros(),
@@ -112,7 +116,7 @@ fn encode_cursor(entry: &StoredEntry) -> String {
     ))
 }
 
-fn decode_cursor(text: &str) -> Result<Cursor, ApiError> {
+pub(super) fn decode_cursor(text: &str) -> Result<Cursor, ApiError> {
     let invalid = || ApiError::bad_request("`cursor` is not a cursor this API returned");
     let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
     let raw = String::from_utf8(raw).map_err(|_| invalid())?;
@@ -124,37 +128,54 @@ fn decode_cursor(text: &str) -> Result<Cursor, ApiError> {
     })
 }
 
+/// Reads one of the listing's filters into `filter`; false when `key` is none of them.
+/// Bulk replay takes the same filters.
+pub(super) fn entry_filter_param(
+    filter: &mut EntryFilter,
+    key: &str,
+    value: String,
+) -> Result<bool, ApiError> {
+    match key {
+        "source" => filter.source = Some(value),
+        "tenant" => filter.tenant = Some(value),
+        "plugin" => filter.plugin = Some(value),
+        "plugin_version" => filter.plugin_version = Some(value),
+        "status" => {
+            filter.status = Some(EntryStatus::parse(&value).ok_or_else(|| {
+                ApiError::bad_request("`status` must be one of accepted, published, failed, dead")
+            })?)
+        }
+        "since" => filter.since = Some(parse_time("since", &value)?),
+        "until" => filter.until = Some(parse_time("until", &value)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+pub(super) fn parse_limit(value: &str, max: u32) -> Result<u32, ApiError> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::bad_request(format!("`limit` must be between 1 and {max}")))
+}
+
+pub(super) fn unknown_parameter(key: &str) -> ApiError {
+    ApiError::bad_request(format!("unknown query parameter `{key}`"))
+}
+
 async fn list_webhooks(state: &State, query: &str) -> Result<HttpResponse, ApiError> {
     let mut filter = EntryFilter::default();
     let mut after = None;
     let mut limit = DEFAULT_PAGE;
     for (key, value) in parse_query(query) {
         match key.as_str() {
-            "source" => filter.source = Some(value),
-            "tenant" => filter.tenant = Some(value),
-            "status" => {
-                filter.status = Some(EntryStatus::parse(&value).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "`status` must be one of accepted, published, failed, dead",
-                    )
-                })?)
-            }
-            "since" => filter.since = Some(parse_time("since", &value)?),
-            "until" => filter.until = Some(parse_time("until", &value)?),
             "cursor" => after = Some(decode_cursor(&value)?),
-            "limit" => {
-                limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}"))
-                    })?
-            }
+            "limit" => limit = parse_limit(&value, MAX_PAGE)?,
             other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter `{other}`"
-                )));
+                if !entry_filter_param(&mut filter, other, value)? {
+                    return Err(unknown_parameter(other));
+                }
             }
         }
     }
@@ -203,6 +224,7 @@ async fn get_webhook(state: &State, id: &str) -> Result<HttpResponse, ApiError> 
         Err(_) => body["body_base64"] = json!(STANDARD.encode(&entry.body)),
     }
     body["events"] = json!(events.iter().map(event_detail).collect::<Vec<_>>());
+    body["replays"] = super::replay::replays_of(state, entry.id).await?;
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -292,7 +314,7 @@ async fn reload(state: &State, query: &str) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
+pub(super) fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
     json!({
         "id": entry.id.to_string(),
         "source": entry.source,
@@ -311,7 +333,7 @@ fn entry_summary(entry: &StoredEntry) -> serde_json::Value {
     })
 }
 
-fn event_detail(event: &StoredEvent) -> serde_json::Value {
+pub(super) fn event_detail(event: &StoredEvent) -> serde_json::Value {
     let envelope: serde_json::Value = if event.envelope_error.is_some() {
         serde_json::Value::Null
     } else {
@@ -332,7 +354,7 @@ fn event_detail(event: &StoredEvent) -> serde_json::Value {
     })
 }
 
-fn storage_error(error: crate::store::StoreError) -> ApiError {
+pub(super) fn storage_error(error: crate::store::StoreError) -> ApiError {
     tracing::warn!(%error, "admin query failed");
     match error {
         // What was read back is not what the gateway wrote: asking again will not help,

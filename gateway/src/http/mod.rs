@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod replay;
 pub mod secrets;
 pub mod server;
 pub mod webhooks;

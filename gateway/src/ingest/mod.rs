@@ -2,6 +2,7 @@
 //! storage with its outbox, and the hand-off to the relay. HTTP concerns stay outside.
 
 pub mod batch;
+pub mod replay;
 pub mod rotation;
 
 use std::collections::HashMap;
@@ -91,6 +92,9 @@ pub struct Pipeline {
     cache_namespace: String,
     secret_usage: rotation::SecretUsage,
     tenant_secrets: Arc<TenantSecrets>,
+    /// Bulk replays run one at a time, so they never take more than a sliver of the
+    /// plugin threads, the storage and the relay from live traffic.
+    replay_slot: tokio::sync::Semaphore,
 }
 
 impl Pipeline {
@@ -117,6 +121,7 @@ impl Pipeline {
             cache_namespace,
             secret_usage: rotation::SecretUsage::default(),
             tenant_secrets,
+            replay_slot: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -321,6 +326,7 @@ impl Pipeline {
                 request,
                 delivery,
                 entry_id,
+                entry_id,
                 seq,
                 event,
                 occurred,
@@ -375,6 +381,8 @@ impl Pipeline {
         })
     }
 
+    /// `ids_from`: what the event's id derives from, the entry's id on arrival and the
+    /// replay's id on a replay (new events get new ids).
     #[allow(clippy::too_many_arguments)]
     fn encode_event(
         &self,
@@ -382,6 +390,7 @@ impl Pipeline {
         request: &WebhookRequest,
         delivery: &Delivery,
         entry_id: Uuid,
+        ids_from: Uuid,
         seq: usize,
         event: &DomainEvent,
         occurred: DateTime<Utc>,
@@ -391,7 +400,7 @@ impl Pipeline {
     ) -> Result<NewEvent, String> {
         let subject = envelope::subject(&self.subject_prefix, &source.name, &event.event_type)
             .map_err(|e| e.to_string())?;
-        let id = event_id(entry_id, seq);
+        let id = event_id(ids_from, seq);
         let data = match &event.data {
             Some(json) => EventData::Json(json.as_bytes()),
             None => EventData::Body {

@@ -216,6 +216,42 @@ impl Plugin {
     }
 }
 
+impl Plugin {
+    /// `map` alone, for a webhook whose signature this gateway checked when it arrived
+    /// and stored: a replay re-maps the stored request through the plugin serving now,
+    /// and the secret it was signed with may have been rotated away since. Anything not
+    /// read back from storage goes through [`process`](Self::process). Blocking, like it.
+    pub fn map_stored(&self, input: &CallInput<'_>) -> Result<MapOutcome, MapFailure> {
+        let call = self
+            .start(input.request, input.now_unix_seconds, input.correlation_id)
+            .map_err(MapFailure::Fault)?;
+        VerifiedCall {
+            call,
+            matched_secret: None,
+            matched_key: None,
+        }
+        .map(input.settings)
+    }
+
+    /// [`map_stored`](Self::map_stored) on the engine's guest threads.
+    pub async fn map_stored_async(
+        self: &Arc<Self>,
+        input: OwnedCallInput,
+    ) -> Result<MapOutcome, MapFailure> {
+        let plugin = Arc::clone(self);
+        self.engine
+            .shared
+            .guests
+            .run(move || plugin.map_stored(&input.as_input()))
+            .await
+            .unwrap_or_else(|| {
+                Err(MapFailure::Fault(PluginFault::Trap(
+                    "plugin host panicked".into(),
+                )))
+            })
+    }
+}
+
 /// The instance of one call, typed by its contract, with the request as that contract
 /// passes it.
 enum Instance {

@@ -200,6 +200,32 @@ where
     Uuid: for<'t> Encode<'t, DB> + Type<DB>,
     i64: for<'t> Encode<'t, DB> + Type<DB>,
 {
+    ordered_entry_listing(filter, after, limit, time, false)
+}
+
+/// [`entry_listing`], oldest first when `oldest_first` (then `after` is the last entry
+/// seen and the page starts strictly after it): the same indexes, walked the other way.
+pub(crate) fn ordered_entry_listing<DB, T>(
+    filter: &EntryFilter,
+    after: Option<Cursor>,
+    limit: u32,
+    time: fn(DateTime<Utc>) -> T,
+    oldest_first: bool,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    T: for<'t> Encode<'t, DB> + Type<DB>,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    &'static str: for<'t> Encode<'t, DB> + Type<DB>,
+    Uuid: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    let (beyond, direction) = if oldest_first {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
     let stated = matches!(filter.status, Some(status) if status.is_stated());
     let (ordered, from) = if stated {
         (
@@ -239,6 +265,13 @@ where
     if let Some(tenant) = &filter.tenant {
         q.push(" AND r.tenant = ").push_bind(tenant.clone());
     }
+    if let Some(plugin) = &filter.plugin {
+        q.push(" AND r.plugin = ").push_bind(plugin.clone());
+    }
+    if let Some(version) = &filter.plugin_version {
+        q.push(" AND r.plugin_version = ")
+            .push_bind(version.clone());
+    }
     if let Some(since) = filter.since {
         q.push(format!(" AND {ordered}.received_at >= "))
             .push_bind(time(since));
@@ -248,14 +281,16 @@ where
             .push_bind(time(until));
     }
     if let Some(cursor) = after {
-        q.push(format!(" AND ({ordered}.received_at, {ordered}.id) < ("))
-            .push_bind(time(cursor.received_at))
-            .push(", ")
-            .push_bind(cursor.id)
-            .push(")");
+        q.push(format!(
+            " AND ({ordered}.received_at, {ordered}.id) {beyond} ("
+        ))
+        .push_bind(time(cursor.received_at))
+        .push(", ")
+        .push_bind(cursor.id)
+        .push(")");
     }
     q.push(format!(
-        " ORDER BY {ordered}.received_at DESC, {ordered}.id DESC LIMIT "
+        " ORDER BY {ordered}.received_at {direction}, {ordered}.id {direction} LIMIT "
     ))
     .push_bind(i64::from(limit));
     q

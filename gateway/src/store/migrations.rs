@@ -43,6 +43,10 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
         "20261207000001_provenance.sql",
         include_str!("../../../migrations/postgres/20261207000001_provenance.sql"),
     ),
+    (
+        "20261207000002_replays.sql",
+        include_str!("../../../migrations/postgres/20261207000002_replays.sql"),
+    ),
 ];
 
 /// (file name, contents) of `migrations/sqlite`, oldest first.
@@ -66,6 +70,10 @@ pub(crate) const SQLITE: &[(&str, &str)] = &[
     (
         "20261207000001_provenance.sql",
         include_str!("../../../migrations/sqlite/20261207000001_provenance.sql"),
+    ),
+    (
+        "20261207000002_replays.sql",
+        include_str!("../../../migrations/sqlite/20261207000002_replays.sql"),
     ),
 ];
 

@@ -12,10 +12,19 @@ use uuid::Uuid;
 mod common;
 mod migrations;
 pub mod postgres;
+mod replays;
 pub mod sqlite;
 mod tenant_secrets;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_replay;
+
+pub use replays::{
+    DeadCursor, DeadFilter, DeadKind, DeadLetter, JobKind, JobProgress, JobStatus, PluginRef,
+    Remapped, ReplayFilter, ReplayJob, ReplayKind, ReplayOutcome, ReplayRecord, Requester,
+    RequeuedPage,
+};
 
 /// Where a stored webhook stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -188,6 +197,10 @@ pub struct EntryFilter {
     pub since: Option<DateTime<Utc>>,
     /// Received strictly before.
     pub until: Option<DateTime<Utc>>,
+    /// Handled on arrival by this plugin (its name).
+    pub plugin: Option<String>,
+    /// Handled on arrival by this version of its plugin.
+    pub plugin_version: Option<String>,
 }
 
 /// Keyset pagination: entries strictly older than this (received_at, id) pair, newest first.
@@ -385,6 +398,68 @@ pub trait Store: Send + Sync + 'static {
         received_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, StoreError>;
+
+    /// Entries matching `filter`, oldest first (by received_at, then id), strictly after
+    /// `after` when given, at most `limit`: the order a bulk replay re-publishes them in.
+    async fn list_entries_oldest_first(
+        &self,
+        filter: &EntryFilter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError>;
+
+    /// Records the re-mapping of one entry, in one transaction: with `remapped`, its new
+    /// events go into the outbox (pending, due now, placed after the entry's existing
+    /// events, which stay), its dead events leave the dead-letter queue, its topic and
+    /// tenant become the new mapping's and its status follows its events again; without,
+    /// only the record is written (a failed replay leaves the entry as it was). Returns
+    /// false, writing nothing, when no entry has `replay.entry_id`.
+    async fn record_remap(
+        &self,
+        replay: &ReplayRecord,
+        remapped: Option<&Remapped>,
+    ) -> Result<bool, StoreError>;
+
+    /// Replay records of an entry and/or a job, oldest first, after `after`.
+    async fn list_replays(
+        &self,
+        filter: &ReplayFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReplayRecord>, StoreError>;
+
+    /// The dead-letter queue: dead events no replay superseded and webhooks stored as
+    /// failed, newest first, after `after`.
+    async fn dead_letters(
+        &self,
+        filter: &DeadFilter,
+        after: Option<&DeadCursor>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Puts up to `limit` dead events matching `filter` (oldest first, after `after`) back
+    /// in the outbox in one transaction: pending, attempts reset, due now, their retry
+    /// budget counting from now; an entry none of whose events is dead any more follows its
+    /// events again. Writes one `requeue` record per entry.
+    async fn requeue_dead(
+        &self,
+        filter: &DeadFilter,
+        after: Option<&DeadCursor>,
+        limit: u32,
+        by: &Requester,
+    ) -> Result<RequeuedPage, StoreError>;
+
+    /// Inserts a job, or rewrites its status, progress and error.
+    async fn save_replay_job(&self, job: &ReplayJob) -> Result<(), StoreError>;
+
+    async fn get_replay_job(&self, id: Uuid) -> Result<Option<ReplayJob>, StoreError>;
+
+    /// Jobs newest first, strictly older than `after`.
+    async fn list_replay_jobs(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReplayJob>, StoreError>;
 }
 
 /// Opens the backend the URL names: `sqlite://path` (created if missing, with its parent

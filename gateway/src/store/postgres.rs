@@ -17,8 +17,12 @@ use uuid::Uuid;
 
 use super::common::{
     ENTRY_COLUMNS, PURGEABLE_ENTRY, classify, count, earlier_twins, encode_headers, entry_listing,
-    envelope_for_view, headers_for_view, new_entry_state, read_envelope, sort_due_rows,
-    stored_envelope,
+    envelope_for_view, headers_for_view, new_entry_state, ordered_entry_listing, read_envelope,
+    sort_due_rows, stored_envelope,
+};
+use super::replays::{
+    JOB_COLUMNS, REPLAY_COLUMNS, count_u64, dead_events_to_requeue, dead_letter_listing,
+    decode_ids, encode_ids, job_listing, parsed, progress_column, replay_listing, requeue_records,
 };
 use super::*;
 
@@ -489,10 +493,12 @@ impl Store for PgStore {
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        // Each count reads only its partial index.
+        // Each count reads only its partial index (dead events a replay superseded, few,
+        // are left out: they are no longer in the dead-letter queue).
         let row = sqlx::query(
             "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending'), \
-                    (SELECT count(*) FROM webhook_events WHERE status = 'dead')",
+                    (SELECT count(*) FROM webhook_events \
+                     WHERE status = 'dead' AND superseded_by IS NULL)",
         )
         .fetch_one(&self.pool)
         .await
@@ -605,6 +611,349 @@ impl Store for PgStore {
         .map_err(pg_error)?;
         Ok(deleted.rows_affected())
     }
+
+    async fn list_entries_oldest_first(
+        &self,
+        filter: &EntryFilter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
+        let mut q = ordered_entry_listing::<Postgres, _>(filter, after, limit, |at| at, true);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(pg_error)?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn record_remap(
+        &self,
+        replay: &ReplayRecord,
+        remapped: Option<&Remapped>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        // The row lock serializes replays of one entry: each places its events after the
+        // ones already there.
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM webhook_entry_records WHERE id = $1 FOR UPDATE")
+                .bind(replay.entry_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        if found.is_none() {
+            return Ok(false);
+        }
+        if let Some(remapped) = remapped {
+            let mut ids = Vec::with_capacity(remapped.events.len());
+            let mut seqs = Vec::with_capacity(remapped.events.len());
+            let mut subjects = Vec::with_capacity(remapped.events.len());
+            let mut stored = Vec::with_capacity(remapped.events.len());
+            let mut body_at: Vec<Option<i32>> = Vec::with_capacity(remapped.events.len());
+            for event in &remapped.events {
+                ids.push(event.id.as_str());
+                seqs.push(event.seq);
+                subjects.push(event.subject.as_str());
+                let (envelope, at) = stored_envelope(event, &remapped.body);
+                stored.push(envelope);
+                body_at.push(at);
+            }
+            let envelopes: Vec<&[u8]> = stored.iter().map(|e| &e[..]).collect();
+            sqlx::query(
+                "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, body_at, \
+                    status, attempts, next_attempt_at, created_at) \
+                 SELECT t.id, $1, base.n + t.seq, t.subject, t.envelope, t.body_at, \
+                    'pending', 0, $2, $2 \
+                 FROM unnest($3::text[], $4::int4[], $5::text[], $6::bytea[], $7::int4[]) \
+                    AS t(id, seq, subject, envelope, body_at), \
+                    (SELECT COALESCE(max(seq) + 1, 0) AS n FROM webhook_events \
+                     WHERE entry_id = $1) AS base",
+            )
+            .bind(replay.entry_id)
+            .bind(replay.requested_at)
+            .bind(ids)
+            .bind(seqs)
+            .bind(subjects)
+            .bind(envelopes)
+            .bind(body_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+            sqlx::query(
+                "UPDATE webhook_events SET superseded_by = $2 \
+                 WHERE entry_id = $1 AND status = 'dead' AND superseded_by IS NULL",
+            )
+            .bind(replay.entry_id)
+            .bind(replay.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+            sqlx::query("UPDATE webhook_entry_records SET topic = $2, tenant = $3 WHERE id = $1")
+                .bind(replay.entry_id)
+                .bind(remapped.topic.as_deref())
+                .bind(remapped.tenant.as_deref())
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+            // NULL: the status follows the events again (`entry_status_derived`).
+            sqlx::query(
+                "UPDATE webhook_entry_states SET status = NULL, last_error = NULL WHERE id = $1",
+            )
+            .bind(replay.entry_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        insert_replays(&mut tx, std::slice::from_ref(replay)).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
+    }
+
+    async fn list_replays(
+        &self,
+        filter: &ReplayFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReplayRecord>, StoreError> {
+        let mut q = replay_listing::<Postgres>(filter, after, limit);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(pg_error)?;
+        rows.iter().map(replay_from_row).collect()
+    }
+
+    async fn dead_letters(
+        &self,
+        filter: &DeadFilter,
+        after: Option<&DeadCursor>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut q = dead_letter_listing::<Postgres, _>(filter, after, limit, |at| at);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(pg_error)?;
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    async fn requeue_dead(
+        &self,
+        filter: &DeadFilter,
+        after: Option<&DeadCursor>,
+        limit: u32,
+        by: &Requester,
+    ) -> Result<RequeuedPage, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        let mut q = dead_events_to_requeue::<Postgres, _>(filter, after, limit, |at| at);
+        q.push(" FOR UPDATE OF e");
+        let rows = q.build().fetch_all(&mut *tx).await.map_err(pg_error)?;
+        let mut taken = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in &rows {
+            let id: String = row.try_get("id").map_err(pg_error)?;
+            let entry_id: Uuid = row.try_get("entry_id").map_err(pg_error)?;
+            last = Some(DeadCursor {
+                received_at: row.try_get("at").map_err(pg_error)?,
+                entry_id,
+                event_id: id.clone(),
+            });
+            taken.push((id, entry_id));
+        }
+        if taken.is_empty() {
+            return Ok(RequeuedPage::default());
+        }
+        let ids: Vec<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
+        let entries: Vec<Uuid> = taken.iter().map(|(_, entry)| *entry).collect();
+        sqlx::query(
+            "UPDATE webhook_events \
+             SET status = 'pending', attempts = 0, next_attempt_at = $2, created_at = $2 \
+             WHERE id = ANY($1) AND status = 'dead'",
+        )
+        .bind(&ids)
+        .bind(by.requested_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        sqlx::query(
+            "UPDATE webhook_entry_states s SET status = NULL \
+             WHERE s.id = ANY($1) AND s.status = 'dead' AND NOT EXISTS \
+                (SELECT 1 FROM webhook_events e \
+                 WHERE e.entry_id = s.id AND e.status = 'dead' AND e.superseded_by IS NULL)",
+        )
+        .bind(&entries)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let records = requeue_records(&taken, by);
+        insert_replays(&mut tx, &records).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(RequeuedPage { records, last })
+    }
+
+    async fn save_replay_job(&self, job: &ReplayJob) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO replay_jobs ({JOB_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+                processed = excluded.processed, replayed = excluded.replayed, \
+                failed = excluded.failed, events = excluded.events, \
+                updated_at = excluded.updated_at, finished_at = excluded.finished_at, \
+                error = excluded.error"
+        )))
+        .bind(job.id)
+        .bind(job.kind.as_str())
+        .bind(&job.filter)
+        .bind(&job.requested_by)
+        .bind(job.status.as_str())
+        .bind(progress_column(job.progress.processed)?)
+        .bind(progress_column(job.progress.replayed)?)
+        .bind(progress_column(job.progress.failed)?)
+        .bind(progress_column(job.progress.events)?)
+        .bind(job.created_at)
+        .bind(job.updated_at)
+        .bind(job.finished_at)
+        .bind(job.error.as_deref())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(pg_error)
+    }
+
+    async fn get_replay_job(&self, id: Uuid) -> Result<Option<ReplayJob>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM replay_jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_replay_jobs(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReplayJob>, StoreError> {
+        let mut q = job_listing::<Postgres>(after, limit);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(pg_error)?;
+        rows.iter().map(job_from_row).collect()
+    }
+}
+
+/// Writes replay records, however many, in one statement of the caller's transaction.
+async fn insert_replays(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    records: &[ReplayRecord],
+) -> Result<(), StoreError> {
+    let mut ids = Vec::with_capacity(records.len());
+    let mut entries = Vec::with_capacity(records.len());
+    let mut jobs = Vec::with_capacity(records.len());
+    let mut kinds = Vec::with_capacity(records.len());
+    let mut at = Vec::with_capacity(records.len());
+    let mut by = Vec::with_capacity(records.len());
+    let mut plugins = Vec::with_capacity(records.len());
+    let mut versions = Vec::with_capacity(records.len());
+    let mut digests = Vec::with_capacity(records.len());
+    let mut events = Vec::with_capacity(records.len());
+    let mut outcomes = Vec::with_capacity(records.len());
+    let mut errors = Vec::with_capacity(records.len());
+    for record in records {
+        ids.push(record.id);
+        entries.push(record.entry_id);
+        jobs.push(record.job_id);
+        kinds.push(record.kind.as_str());
+        at.push(record.requested_at);
+        by.push(record.requested_by.as_str());
+        plugins.push(record.plugin.as_ref().map(|p| p.name.as_str()));
+        versions.push(record.plugin.as_ref().map(|p| p.version.as_str()));
+        digests.push(record.plugin.as_ref().map(|p| p.sha256.as_str()));
+        events.push(encode_ids(&record.event_ids)?);
+        outcomes.push(record.outcome.as_str());
+        errors.push(record.error.as_deref());
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO webhook_replays ({REPLAY_COLUMNS}) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], \
+            $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+            $11::text[], $12::text[])"
+    )))
+    .bind(ids)
+    .bind(entries)
+    .bind(jobs)
+    .bind(kinds)
+    .bind(at)
+    .bind(by)
+    .bind(plugins)
+    .bind(versions)
+    .bind(digests)
+    .bind(events)
+    .bind(outcomes)
+    .bind(errors)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+    .map_err(pg_error)
+}
+
+fn replay_from_row(row: &PgRow) -> Result<ReplayRecord, StoreError> {
+    let kind: String = row.try_get("kind").map_err(pg_error)?;
+    let outcome: String = row.try_get("outcome").map_err(pg_error)?;
+    let event_ids: String = row.try_get("event_ids").map_err(pg_error)?;
+    let plugin: Option<String> = row.try_get("plugin").map_err(pg_error)?;
+    let version: Option<String> = row.try_get("plugin_version").map_err(pg_error)?;
+    let sha256: Option<String> = row.try_get("plugin_sha256").map_err(pg_error)?;
+    Ok(ReplayRecord {
+        id: row.try_get("id").map_err(pg_error)?,
+        entry_id: row.try_get("entry_id").map_err(pg_error)?,
+        job_id: row.try_get("job_id").map_err(pg_error)?,
+        kind: parsed(&kind, ReplayKind::parse, "replay kind")?,
+        requested_at: row.try_get("requested_at").map_err(pg_error)?,
+        requested_by: row.try_get("requested_by").map_err(pg_error)?,
+        plugin: plugin.map(|name| PluginRef {
+            name,
+            version: version.unwrap_or_default(),
+            sha256: sha256.unwrap_or_default(),
+        }),
+        event_ids: decode_ids(&event_ids)?,
+        outcome: parsed(&outcome, ReplayOutcome::parse, "replay outcome")?,
+        error: row.try_get("error").map_err(pg_error)?,
+    })
+}
+
+fn job_from_row(row: &PgRow) -> Result<ReplayJob, StoreError> {
+    let kind: String = row.try_get("kind").map_err(pg_error)?;
+    let status: String = row.try_get("status").map_err(pg_error)?;
+    let counter = |name: &str| -> Result<u64, StoreError> {
+        count_u64(row.try_get::<i64, _>(name).map_err(pg_error)?)
+    };
+    Ok(ReplayJob {
+        id: row.try_get("id").map_err(pg_error)?,
+        kind: parsed(&kind, JobKind::parse, "job kind")?,
+        filter: row.try_get("filter").map_err(pg_error)?,
+        requested_by: row.try_get("requested_by").map_err(pg_error)?,
+        status: parsed(&status, JobStatus::parse, "job status")?,
+        progress: JobProgress {
+            processed: counter("processed")?,
+            replayed: counter("replayed")?,
+            failed: counter("failed")?,
+            events: counter("events")?,
+        },
+        created_at: row.try_get("created_at").map_err(pg_error)?,
+        updated_at: row.try_get("updated_at").map_err(pg_error)?,
+        finished_at: row.try_get("finished_at").map_err(pg_error)?,
+        error: row.try_get("error").map_err(pg_error)?,
+    })
+}
+
+fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError> {
+    let kind: String = row.try_get("kind").map_err(pg_error)?;
+    let event_id: String = row.try_get("event_id").map_err(pg_error)?;
+    Ok(DeadLetter {
+        kind: parsed(&kind, DeadKind::parse, "dead-letter kind")?,
+        entry_id: row.try_get("entry_id").map_err(pg_error)?,
+        event_id: (!event_id.is_empty()).then_some(event_id),
+        source: row.try_get("source").map_err(pg_error)?,
+        topic: row.try_get("topic").map_err(pg_error)?,
+        tenant: row.try_get("tenant").map_err(pg_error)?,
+        subject: row.try_get("subject").map_err(pg_error)?,
+        attempts: row.try_get("attempts").map_err(pg_error)?,
+        last_error: row.try_get("last_error").map_err(pg_error)?,
+        received_at: row.try_get("at").map_err(pg_error)?,
+        plugin: row.try_get("plugin").map_err(pg_error)?,
+        plugin_version: row.try_get("plugin_version").map_err(pg_error)?,
+    })
 }
 
 fn entry_from_row(row: &PgRow) -> Result<StoredEntry, StoreError> {

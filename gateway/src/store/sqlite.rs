@@ -29,8 +29,12 @@ use uuid::Uuid;
 
 use super::common::{
     ENTRY_COLUMNS, PURGEABLE_ENTRY, classify, count, encode_headers, entry_listing,
-    envelope_for_view, headers_for_view, new_entry_state, read_envelope, sort_due_rows,
-    stored_envelope,
+    envelope_for_view, headers_for_view, new_entry_state, ordered_entry_listing, read_envelope,
+    sort_due_rows, stored_envelope,
+};
+use super::replays::{
+    JOB_COLUMNS, REPLAY_COLUMNS, count_u64, dead_events_to_requeue, dead_letter_listing,
+    decode_ids, encode_ids, job_listing, parsed, progress_column, replay_listing, requeue_records,
 };
 use super::*;
 
@@ -551,10 +555,12 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        // Each count reads only its partial index.
+        // Each count reads only its partial index (dead events a replay superseded, few,
+        // are left out: they are no longer in the dead-letter queue).
         let row = sqlx::query(
             "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending'), \
-                    (SELECT count(*) FROM webhook_events WHERE status = 'dead')",
+                    (SELECT count(*) FROM webhook_events \
+                     WHERE status = 'dead' AND superseded_by IS NULL)",
         )
         .fetch_one(&self.pool)
         .await
@@ -676,6 +682,337 @@ impl Store for SqliteStore {
         .map_err(sqlite_error)?;
         Ok(deleted.rows_affected())
     }
+
+    async fn list_entries_oldest_first(
+        &self,
+        filter: &EntryFilter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = ordered_entry_listing::<Sqlite, _>(filter, after, limit, micros, true)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn record_remap(
+        &self,
+        replay: &ReplayRecord,
+        remapped: Option<&Remapped>,
+    ) -> Result<bool, StoreError> {
+        // The write lock, taken up front, also serializes replays of one entry: each places
+        // its events after the ones already there.
+        let mut tx = self.begin_write().await?;
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM webhook_entry_records WHERE id = ?")
+                .bind(replay.entry_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sqlite_error)?;
+        if found.is_none() {
+            return Ok(false);
+        }
+        if let Some(remapped) = remapped {
+            let base: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(max(seq) + 1, 0) FROM webhook_events WHERE entry_id = ?",
+            )
+            .bind(replay.entry_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sqlite_error)?;
+            let at = micros(replay.requested_at);
+            for event in &remapped.events {
+                let seq = i32::try_from(base + i64::from(event.seq)).map_err(|_| {
+                    StoreError::Internal("an entry has too many events to add more".into())
+                })?;
+                let (envelope, body_at) = stored_envelope(event, &remapped.body);
+                sqlx::query(
+                    "INSERT INTO webhook_events (id, entry_id, seq, subject, envelope, body_at, \
+                        status, attempts, next_attempt_at, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+                )
+                .bind(event.id.as_str())
+                .bind(replay.entry_id)
+                .bind(seq)
+                .bind(event.subject.as_str())
+                .bind(&envelope[..])
+                .bind(body_at)
+                .bind(at)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlite_error)?;
+            }
+            sqlx::query(
+                "UPDATE webhook_events SET superseded_by = ? \
+                 WHERE entry_id = ? AND status = 'dead' AND superseded_by IS NULL",
+            )
+            .bind(replay.id)
+            .bind(replay.entry_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlite_error)?;
+            sqlx::query("UPDATE webhook_entry_records SET topic = ?, tenant = ? WHERE id = ?")
+                .bind(remapped.topic.as_deref())
+                .bind(remapped.tenant.as_deref())
+                .bind(replay.entry_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlite_error)?;
+            // NULL: the status follows the events again (`entry_status_derived`).
+            sqlx::query(
+                "UPDATE webhook_entry_states SET status = NULL, last_error = NULL WHERE id = ?",
+            )
+            .bind(replay.entry_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlite_error)?;
+        }
+        insert_replay(&mut tx, replay).await?;
+        tx.commit().await.map_err(sqlite_error)?;
+        Ok(true)
+    }
+
+    async fn list_replays(
+        &self,
+        filter: &ReplayFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReplayRecord>, StoreError> {
+        let rows = replay_listing::<Sqlite>(filter, after, limit)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        rows.iter().map(replay_from_row).collect()
+    }
+
+    async fn dead_letters(
+        &self,
+        filter: &DeadFilter,
+        after: Option<&DeadCursor>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = dead_letter_listing::<Sqlite, _>(filter, after, limit, micros)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    async fn requeue_dead(
+        &self,
+        filter: &DeadFilter,
+        after: Option<&DeadCursor>,
+        limit: u32,
+        by: &Requester,
+    ) -> Result<RequeuedPage, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = dead_events_to_requeue::<Sqlite, _>(filter, after, limit, micros)
+            .build()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sqlite_error)?;
+        let mut taken = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in &rows {
+            let id: String = row.try_get("id").map_err(sqlite_error)?;
+            let entry_id: Uuid = row.try_get("entry_id").map_err(sqlite_error)?;
+            last = Some(DeadCursor {
+                received_at: time(row.try_get("at").map_err(sqlite_error)?)?,
+                entry_id,
+                event_id: id.clone(),
+            });
+            taken.push((id, entry_id));
+        }
+        if taken.is_empty() {
+            return Ok(RequeuedPage::default());
+        }
+        let ids: Vec<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
+        let ids = serde_json::to_string(&ids)
+            .map_err(|e| StoreError::Internal(format!("cannot encode event ids: {e}")))?;
+        let at = micros(by.requested_at);
+        sqlx::query(
+            "UPDATE webhook_events \
+             SET status = 'pending', attempts = 0, next_attempt_at = ?, created_at = ? \
+             WHERE id IN (SELECT value FROM json_each(?)) AND status = 'dead'",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(ids.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlite_error)?;
+        let records = requeue_records(&taken, by);
+        for record in &records {
+            sqlx::query(
+                "UPDATE webhook_entry_states SET status = NULL \
+                 WHERE id = ? AND status = 'dead' AND NOT EXISTS \
+                    (SELECT 1 FROM webhook_events e WHERE e.entry_id = webhook_entry_states.id \
+                     AND e.status = 'dead' AND e.superseded_by IS NULL)",
+            )
+            .bind(record.entry_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlite_error)?;
+            insert_replay(&mut tx, record).await?;
+        }
+        tx.commit().await.map_err(sqlite_error)?;
+        Ok(RequeuedPage { records, last })
+    }
+
+    async fn save_replay_job(&self, job: &ReplayJob) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO replay_jobs ({JOB_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+                processed = excluded.processed, replayed = excluded.replayed, \
+                failed = excluded.failed, events = excluded.events, \
+                updated_at = excluded.updated_at, finished_at = excluded.finished_at, \
+                error = excluded.error"
+        )))
+        .bind(job.id)
+        .bind(job.kind.as_str())
+        .bind(&job.filter)
+        .bind(&job.requested_by)
+        .bind(job.status.as_str())
+        .bind(progress_column(job.progress.processed)?)
+        .bind(progress_column(job.progress.replayed)?)
+        .bind(progress_column(job.progress.failed)?)
+        .bind(progress_column(job.progress.events)?)
+        .bind(micros(job.created_at))
+        .bind(micros(job.updated_at))
+        .bind(job.finished_at.map(micros))
+        .bind(job.error.as_deref())
+        .execute(&self.writer)
+        .await
+        .map(|_| ())
+        .map_err(sqlite_error)
+    }
+
+    async fn get_replay_job(&self, id: Uuid) -> Result<Option<ReplayJob>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM replay_jobs WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sqlite_error)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_replay_jobs(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReplayJob>, StoreError> {
+        let rows = job_listing::<Sqlite>(after, limit)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        rows.iter().map(job_from_row).collect()
+    }
+}
+
+/// Writes one replay record in the caller's write transaction.
+async fn insert_replay(
+    tx: &mut Transaction<'static, Sqlite>,
+    record: &ReplayRecord,
+) -> Result<(), StoreError> {
+    let plugin = record.plugin.as_ref();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO webhook_replays ({REPLAY_COLUMNS}) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )))
+    .bind(record.id)
+    .bind(record.entry_id)
+    .bind(record.job_id)
+    .bind(record.kind.as_str())
+    .bind(micros(record.requested_at))
+    .bind(record.requested_by.as_str())
+    .bind(plugin.map(|p| p.name.as_str()))
+    .bind(plugin.map(|p| p.version.as_str()))
+    .bind(plugin.map(|p| p.sha256.as_str()))
+    .bind(encode_ids(&record.event_ids)?)
+    .bind(record.outcome.as_str())
+    .bind(record.error.as_deref())
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+    .map_err(sqlite_error)
+}
+
+fn replay_from_row(row: &SqliteRow) -> Result<ReplayRecord, StoreError> {
+    let kind: String = row.try_get("kind").map_err(sqlite_error)?;
+    let outcome: String = row.try_get("outcome").map_err(sqlite_error)?;
+    let event_ids: String = row.try_get("event_ids").map_err(sqlite_error)?;
+    let plugin: Option<String> = row.try_get("plugin").map_err(sqlite_error)?;
+    let version: Option<String> = row.try_get("plugin_version").map_err(sqlite_error)?;
+    let sha256: Option<String> = row.try_get("plugin_sha256").map_err(sqlite_error)?;
+    Ok(ReplayRecord {
+        id: row.try_get("id").map_err(sqlite_error)?,
+        entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
+        job_id: row.try_get("job_id").map_err(sqlite_error)?,
+        kind: parsed(&kind, ReplayKind::parse, "replay kind")?,
+        requested_at: time(row.try_get("requested_at").map_err(sqlite_error)?)?,
+        requested_by: row.try_get("requested_by").map_err(sqlite_error)?,
+        plugin: plugin.map(|name| PluginRef {
+            name,
+            version: version.unwrap_or_default(),
+            sha256: sha256.unwrap_or_default(),
+        }),
+        event_ids: decode_ids(&event_ids)?,
+        outcome: parsed(&outcome, ReplayOutcome::parse, "replay outcome")?,
+        error: row.try_get("error").map_err(sqlite_error)?,
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<ReplayJob, StoreError> {
+    let kind: String = row.try_get("kind").map_err(sqlite_error)?;
+    let status: String = row.try_get("status").map_err(sqlite_error)?;
+    let counter = |name: &str| -> Result<u64, StoreError> {
+        count_u64(row.try_get::<i64, _>(name).map_err(sqlite_error)?)
+    };
+    Ok(ReplayJob {
+        id: row.try_get("id").map_err(sqlite_error)?,
+        kind: parsed(&kind, JobKind::parse, "job kind")?,
+        filter: row.try_get("filter").map_err(sqlite_error)?,
+        requested_by: row.try_get("requested_by").map_err(sqlite_error)?,
+        status: parsed(&status, JobStatus::parse, "job status")?,
+        progress: JobProgress {
+            processed: counter("processed")?,
+            replayed: counter("replayed")?,
+            failed: counter("failed")?,
+            events: counter("events")?,
+        },
+        created_at: time(row.try_get("created_at").map_err(sqlite_error)?)?,
+        updated_at: time(row.try_get("updated_at").map_err(sqlite_error)?)?,
+        finished_at: optional_time(row.try_get("finished_at").map_err(sqlite_error)?)?,
+        error: row.try_get("error").map_err(sqlite_error)?,
+    })
+}
+
+fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
+    let kind: String = row.try_get("kind").map_err(sqlite_error)?;
+    let event_id: String = row.try_get("event_id").map_err(sqlite_error)?;
+    Ok(DeadLetter {
+        kind: parsed(&kind, DeadKind::parse, "dead-letter kind")?,
+        entry_id: row.try_get("entry_id").map_err(sqlite_error)?,
+        event_id: (!event_id.is_empty()).then_some(event_id),
+        source: row.try_get("source").map_err(sqlite_error)?,
+        topic: row.try_get("topic").map_err(sqlite_error)?,
+        tenant: row.try_get("tenant").map_err(sqlite_error)?,
+        subject: row.try_get("subject").map_err(sqlite_error)?,
+        attempts: row.try_get("attempts").map_err(sqlite_error)?,
+        last_error: row.try_get("last_error").map_err(sqlite_error)?,
+        received_at: time(row.try_get("at").map_err(sqlite_error)?)?,
+        plugin: row.try_get("plugin").map_err(sqlite_error)?,
+        plugin_version: row.try_get("plugin_version").map_err(sqlite_error)?,
+    })
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {

@@ -18,7 +18,7 @@ use super::*;
 use hookgate_test_services::postgres_url as pg_url;
 
 /// Runs `case` on a fresh, migrated SQLite store in its own temporary directory.
-async fn on_sqlite<F, Fut>(case: F)
+pub(crate) async fn on_sqlite<F, Fut>(case: F)
 where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
@@ -40,7 +40,7 @@ where
 }
 
 /// Runs `case` on a fresh, migrated PostgreSQL store in a random schema, then drops it.
-async fn on_postgres<F, Fut>(case: F)
+pub(crate) async fn on_postgres<F, Fut>(case: F)
 where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
@@ -135,7 +135,7 @@ fn t0() -> DateTime<Utc> {
         .expect("valid time")
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
+pub(crate) fn at(seconds: i64) -> DateTime<Utc> {
     t0() + chrono::Duration::seconds(seconds)
 }
 
@@ -244,7 +244,7 @@ fn webhook_with_body_as_data(key: &str) -> NewWebhook {
     w
 }
 
-async fn insert_one(store: &Arc<dyn Store>, w: &NewWebhook) {
+pub(crate) async fn insert_one(store: &Arc<dyn Store>, w: &NewWebhook) {
     let outcome = store
         .insert_batch(std::slice::from_ref(w))
         .await
@@ -252,7 +252,7 @@ async fn insert_one(store: &Arc<dyn Store>, w: &NewWebhook) {
     assert_eq!(outcome, vec![InsertOutcome::Inserted]);
 }
 
-async fn entry(store: &Arc<dyn Store>, id: Uuid) -> (StoredEntry, Vec<StoredEvent>) {
+pub(crate) async fn entry(store: &Arc<dyn Store>, id: Uuid) -> (StoredEntry, Vec<StoredEvent>) {
     store
         .get_entry(id)
         .await
@@ -955,10 +955,12 @@ async fn postgres_tables_live_in_their_schema() {
         [
             "_sqlx_migrations",
             "platform_configurations",
+            "replay_jobs",
             "webhook_entries",
             "webhook_entry_records",
             "webhook_entry_states",
-            "webhook_events"
+            "webhook_events",
+            "webhook_replays"
         ]
         .map(|table| (table.to_owned(),))
     );

@@ -9,6 +9,7 @@ mod e2e_errors;
 mod e2e_faults;
 mod e2e_production;
 mod e2e_reload;
+mod e2e_replay;
 mod e2e_sources;
 mod e2e_tenant_secrets;
 mod plugins_bundled;
