@@ -176,6 +176,7 @@ impl Gateway {
             engine,
             pipeline.clone(),
             metrics.clone(),
+            store.clone(),
             loader,
             config.clone(),
         ));

@@ -287,8 +287,21 @@ fn list_sources(state: &State) -> HttpResponse {
 /// naming what was rejected when nothing changed.
 async fn reload(state: &State, query: &str) -> Result<HttpResponse, ApiError> {
     let mut dry_run = false;
+    let mut sample = crate::reload::preview::DEFAULT_SAMPLE;
     for (key, value) in parse_query(query) {
         match key.as_str() {
+            "sample" => {
+                sample = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=crate::reload::preview::MAX_SAMPLE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "`sample` must be a number from 1 to {}",
+                            crate::reload::preview::MAX_SAMPLE
+                        ))
+                    })?;
+            }
             "dry_run" => {
                 dry_run = match value.as_str() {
                     "" | "true" | "1" => true,
@@ -301,7 +314,7 @@ async fn reload(state: &State, query: &str) -> Result<HttpResponse, ApiError> {
     }
     let outcome = state
         .reloader
-        .reload(crate::reload::Trigger::Admin, dry_run)
+        .reload_sampling(crate::reload::Trigger::Admin, dry_run, sample)
         .await;
     let status = if outcome.result == crate::reload::ReloadResult::Rejected {
         StatusCode::UNPROCESSABLE_ENTITY

@@ -67,6 +67,25 @@ pub enum Selection {
     Dlq(DeadFilter),
 }
 
+/// The request of a stored webhook as its plugin saw it, as far as it is stored. The path
+/// and query of the original request are not: the plugin sees the stored topic as the
+/// path's, which is where the bundled sources that take one from the path would have
+/// found it.
+pub fn stored_request(entry: &StoredEntry) -> Arc<WebhookRequest> {
+    let path = match &entry.topic {
+        Some(topic) => format!("/api/v1/webhooks/{}/{topic}", entry.source),
+        None => format!("/api/v1/webhooks/{}", entry.source),
+    };
+    Arc::new(WebhookRequest {
+        method: "POST".into(),
+        path,
+        topic: entry.topic.clone(),
+        query: None,
+        headers: entry.headers.clone(),
+        body: entry.body.clone(),
+    })
+}
+
 impl Pipeline {
     /// Re-maps a stored webhook through the plugin its source is bound to now, without
     /// writing anything. Its signature was checked on arrival and is not checked again.
@@ -93,21 +112,7 @@ impl Pipeline {
                 reason: error.clone(),
             };
         }
-        // The path and query of the original request are not stored: the plugin sees the
-        // stored topic as the path's, which is where the bundled sources that take one
-        // from the path would have found it.
-        let path = match &entry.topic {
-            Some(topic) => format!("/api/v1/webhooks/{}/{topic}", entry.source),
-            None => format!("/api/v1/webhooks/{}", entry.source),
-        };
-        let request = Arc::new(WebhookRequest {
-            method: "POST".into(),
-            path,
-            topic: entry.topic.clone(),
-            query: None,
-            headers: entry.headers.clone(),
-            body: entry.body.clone(),
-        });
+        let request = stored_request(entry);
         let input = OwnedCallInput {
             request: request.clone(),
             credentials: Credentials::default(),

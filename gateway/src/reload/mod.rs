@@ -6,6 +6,7 @@
 //! hands out the table as an `Arc`, and a swap only replaces what later requests get.
 
 pub mod candidate;
+pub mod preview;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::ingest::{Pipeline, SourceTable};
 use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, PluginRegistry};
+use crate::store::Store;
 use candidate::{FixtureSummary, Rejection};
 
 /// Reads the configuration again, as at start (same file, environment and flags).
@@ -113,6 +115,10 @@ pub struct ReloadOutcome {
     pub fixtures: Vec<FixtureSummary>,
     /// Settings that changed in the file but only take effect at the next start.
     pub restart_required: Vec<String>,
+    /// Dry runs: the last stored webhooks of each replaced source, re-mapped through the
+    /// version serving now and the candidate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remapped: Vec<preview::SourcePreview>,
 }
 
 /// What the admin API and health show of past reloads.
@@ -129,6 +135,7 @@ pub struct Reloader {
     engine: PluginEngine,
     pipeline: Arc<Pipeline>,
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
     loader: ConfigLoader,
     /// The configuration the gateway started with: settings outside `sources` are only
     /// read at start, so a change of them is reported against this.
@@ -145,6 +152,7 @@ impl Reloader {
         engine: PluginEngine,
         pipeline: Arc<Pipeline>,
         metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
         loader: ConfigLoader,
         started: Config,
     ) -> Self {
@@ -152,6 +160,7 @@ impl Reloader {
             engine,
             pipeline,
             metrics,
+            store,
             loader,
             applied: Mutex::new(started.clone()),
             started,
@@ -169,15 +178,27 @@ impl Reloader {
     /// candidate off the request path and swaps it in whole unless `dry_run` — or, on any
     /// failure, changes nothing and says why.
     pub async fn reload(&self, trigger: Trigger, dry_run: bool) -> ReloadOutcome {
+        self.reload_sampling(trigger, dry_run, preview::DEFAULT_SAMPLE)
+            .await
+    }
+
+    /// [`reload`](Self::reload); a dry run re-maps the last `sample` stored webhooks of
+    /// each replaced source through both versions.
+    pub async fn reload_sampling(
+        &self,
+        trigger: Trigger,
+        dry_run: bool,
+        sample: u32,
+    ) -> ReloadOutcome {
         let _one_at_a_time = self.running.lock().await;
         let started = Instant::now();
-        let mut outcome = self.attempt(trigger, dry_run).await;
+        let mut outcome = self.attempt(trigger, dry_run, sample).await;
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.record(&outcome);
         outcome
     }
 
-    async fn attempt(&self, trigger: Trigger, dry_run: bool) -> ReloadOutcome {
+    async fn attempt(&self, trigger: Trigger, dry_run: bool, sample: u32) -> ReloadOutcome {
         let mut outcome = ReloadOutcome {
             result: ReloadResult::Rejected,
             trigger,
@@ -189,6 +210,7 @@ impl Reloader {
             rejected: Vec::new(),
             fixtures: Vec::new(),
             restart_required: Vec::new(),
+            remapped: Vec::new(),
         };
         let config = match (self.loader)() {
             Ok(config) => config,
@@ -251,6 +273,14 @@ impl Reloader {
             && outcome.sources.replaced.is_empty()
             && outcome.sources.removed.is_empty());
         outcome.result = if dry_run {
+            outcome.remapped = preview::remap_recent(
+                &self.store,
+                &running_sources,
+                &sources,
+                &outcome.sources.replaced,
+                sample.min(preview::MAX_SAMPLE),
+            )
+            .await;
             ReloadResult::Validated
         } else if changed {
             self.pipeline.replace(sources, plugins);

@@ -15,7 +15,7 @@ use crate::support::{
     stripe_payment, wasm_dir,
 };
 use hookgate::client::HttpClient;
-use hookgate::sample;
+use hookgate::sample::{self, SignedWebhook};
 
 /// The contract-0.1 build of the Shopify plugin: same name and version as the bundled one,
 /// other bytes — a "new version" of a running plugin.
@@ -592,4 +592,90 @@ watch = false
     let _ = child.kill();
     let _ = child.wait();
     result.unwrap();
+}
+
+fn chaos_webhook(secret: &str, n: usize) -> SignedWebhook {
+    use hmac::{Hmac, Mac};
+    let body = format!("{{\"n\":{n}}}").into_bytes();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(&body);
+    SignedWebhook {
+        path: "/api/v1/webhooks/chaotic".into(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-sig".into(), hex::encode(mac.finalize().into_bytes())),
+        ],
+        body,
+    }
+}
+
+/// The dry run re-maps the last stored webhooks of a changed source through the version
+/// serving now and through the candidate, and says what would change.
+#[tokio::test]
+async fn a_dry_run_remaps_recent_webhooks_through_the_candidate() {
+    let mut options = Options::new(Backend::Embedded);
+    options.watch = false;
+    let mut harness = Harness::start(options).await;
+    deploy(
+        &wasm_dir().join("chaos.wasm"),
+        &harness.plugin_dir(),
+        "chaos.wasm",
+    );
+    let mut with_chaos = harness.options.clone();
+    with_chaos.extra =
+        "[sources.chaotic]\nplugin = \"chaos\"\nsecrets = [\"chaos-secret\"]\n".into();
+    harness.rewrite_config(with_chaos.clone());
+    let applied = harness.admin_post("/api/v1/admin/reload").await;
+    assert_eq!(applied.json()["result"], "applied", "{:?}", applied.json());
+    for n in 0..3 {
+        let reply = harness.post(&chaos_webhook("chaos-secret", n)).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json());
+    }
+
+    // The same plugin with settings that make it fail to map: every webhook would fail.
+    let mut failing = with_chaos.clone();
+    failing
+        .extra
+        .push_str("[sources.chaotic.settings]\nmap_mode = \"error\"\n");
+    harness.rewrite_config(failing);
+    let reply = harness
+        .admin_post("/api/v1/admin/reload?dry_run=true&sample=10")
+        .await;
+    let body = reply.json();
+    assert_eq!(reply.status, 200, "{body}");
+    assert_eq!(body["result"], "validated", "{body}");
+    let remapped = body["remapped"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["source"] == "chaotic"))
+        .unwrap_or_else(|| panic!("no preview for chaotic: {body}"));
+    assert_eq!(remapped["sampled"], 3, "{remapped}");
+    assert_eq!(remapped["now_failing"], 3, "{remapped}");
+    assert_eq!(remapped["same"], 0, "{remapped}");
+    let change = &remapped["changes"][0];
+    assert_eq!(change["change"], "now_failing", "{change}");
+    assert!(change["before"]["events"].is_array(), "{change}");
+    assert!(
+        change["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("chaos")),
+        "{change}"
+    );
+
+    // Nothing was swapped: the webhooks still map.
+    assert_eq!(
+        harness.post(&chaos_webhook("chaos-secret", 9)).await.status,
+        200
+    );
+    // An unchanged candidate re-maps nothing.
+    harness.rewrite_config(with_chaos);
+    let same = harness
+        .admin_post("/api/v1/admin/reload?dry_run=true")
+        .await
+        .json();
+    assert!(same.get("remapped").is_none(), "{same}");
+    let bad = harness
+        .admin_post("/api/v1/admin/reload?dry_run=true&sample=0")
+        .await;
+    assert_eq!(bad.status, 400);
+    harness.cleanup().await;
 }
