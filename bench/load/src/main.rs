@@ -29,6 +29,7 @@ use hookgate::app::Gateway;
 use hookgate::config::{CliOverrides, Config};
 use hookgate::sample;
 
+mod reload;
 mod seed;
 mod wrk;
 
@@ -51,6 +52,9 @@ enum Mode {
     All,
     /// Ceiling, seed, embedded and production: issue 3's floor is production at 10x seed.
     Floor,
+    /// Production loaded with and without a plugin swapped in every 2 s: what a hot
+    /// reload costs requests, and how long a dropped plugin takes to serve.
+    Reload,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -134,6 +138,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.mode == Mode::Reload {
+        return reload::run(&args).await;
+    }
     let modes: Vec<Mode> = match args.mode {
         Mode::All => vec![Mode::Ceiling, Mode::Embedded, Mode::Production],
         Mode::Floor => vec![Mode::Ceiling, Mode::Seed, Mode::Embedded, Mode::Production],
@@ -150,7 +157,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             Mode::Seed => seed::run(&args).await?,
             Mode::Embedded | Mode::Production => gateway_run(mode, &args).await?,
-            Mode::All | Mode::Floor => unreachable!("expanded above"),
+            Mode::All | Mode::Floor | Mode::Reload => unreachable!("expanded above"),
         };
         print_result(&result, results.first());
         results.push(result);
