@@ -19,6 +19,8 @@ mod tenant_secrets;
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_replay;
+#[cfg(test)]
+mod tests_tenant_secrets;
 
 pub use replays::{
     DeadCursor, DeadFilter, DeadKind, DeadLetter, JobKind, JobProgress, JobStatus, PluginRef,
