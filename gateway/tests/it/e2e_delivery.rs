@@ -277,6 +277,45 @@ async fn a_permanent_publish_error_dead_letters_at_once_with_its_reason() {
         "refusals of events trip no breaker: {health}"
     );
     assert_eq!(health["outbox"]["dlq"], 4, "{health}");
+
+    // The cause fixed — the stream now captures Stripe's subjects too — the dead-letter
+    // queue is replayed through the admin API and every dead event goes out.
+    let listed = harness
+        .admin_get("/api/v1/admin/dlq?kind=event")
+        .await
+        .json();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(4),
+        "{listed}"
+    );
+    js.update_stream(stream::Config {
+        name: harness.names.stream.clone(),
+        subjects: vec![format!("{prefix}.shopify.>"), format!("{prefix}.stripe.>")],
+        storage: stream::StorageType::Memory,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .expect("bind the Stripe subjects");
+    let replay = harness
+        .admin_post("/api/v1/admin/dlq/replay?all=true")
+        .await;
+    assert!((200..300).contains(&replay.status), "{:?}", replay.json());
+    for id in &unbound {
+        let published = eventually(Duration::from_secs(20), || async {
+            let detail = entry_detail(&harness, id).await;
+            (detail["status"] == "published").then_some(())
+        })
+        .await;
+        assert!(
+            published.is_some(),
+            "{id} was not published after the replay"
+        );
+    }
+    assert_eq!(stream_count(&harness.names.stream).await, 5);
+    let health = self::health(&harness).await;
+    assert_eq!(health["outbox"]["dlq"], 0, "{health}");
     harness.cleanup().await;
 }
 
