@@ -1,5 +1,5 @@
-//! `hookgate replay` and `hookgate dlq`: the admin API's replay and dead-letter endpoints
-//! from the command line, against a running gateway.
+//! `hookgate replay`, `dlq`, `reload` and `secrets`: the admin API from the command line,
+//! against a running gateway.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -113,6 +113,53 @@ pub enum DlqCommand {
     },
 }
 
+/// `hookgate reload`.
+#[derive(Args, Debug, Clone)]
+pub struct ReloadArgs {
+    /// Validate and show what would change (and what the candidate makes of recent
+    /// webhooks), without swapping.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `hookgate secrets ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum SecretsCommand {
+    /// Add secrets for a tenant of a source; with no --secret, one per line from stdin (so
+    /// they stay out of the shell history). Several = rotation.
+    Add {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List tenant secrets: id, fingerprint, created, matches, last matched.
+    List {
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove one secret by id.
+    Remove {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct DlqFilters {
     /// Only this source.
@@ -150,14 +197,24 @@ impl Admin {
     }
 
     async fn call(&self, method: http::Method, path: &str) -> anyhow::Result<Reply> {
+        self.call_with(method, path, None).await
+    }
+
+    /// [`call`](Self::call) with a JSON body.
+    async fn call_with(
+        &self,
+        method: http::Method,
+        path: &str,
+        json: Option<&serde_json::Value>,
+    ) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
+        let mut headers = vec![("authorization".into(), format!("Bearer {}", self.token))];
+        if json.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
         self.client
-            .send(
-                method,
-                &url,
-                &[("authorization".into(), format!("Bearer {}", self.token))],
-                Vec::new(),
-            )
+            .send(method, &url, &headers, body)
             .await
             .with_context(|| format!("cannot reach the gateway at {}", self.base))
     }
@@ -203,6 +260,96 @@ fn refused(reply: &Reply) -> ExitCode {
 
 fn pretty(value: &serde_json::Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// `hookgate reload`: prints the outcome; exit 0 when it applied (or found nothing to
+/// change, or validated), 1 when it was rejected or refused.
+pub async fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(&args.target)?;
+    let path = format!(
+        "/api/v1/admin/reload{}",
+        query(&[("dry_run", args.dry_run.then_some("true"))])
+    );
+    let reply = admin.call(http::Method::POST, &path).await?;
+    match reply.status {
+        200 => {
+            println!("{}", pretty(&reply.json()));
+            Ok(ExitCode::SUCCESS)
+        }
+        422 => {
+            println!("{}", pretty(&reply.json()));
+            Ok(ExitCode::FAILURE)
+        }
+        _ => Ok(refused(&reply)),
+    }
+}
+
+/// `hookgate secrets`: prints the API's answer; exit 1 when it refused.
+pub async fn secrets(command: SecretsCommand) -> anyhow::Result<ExitCode> {
+    let segment = |text: &str| {
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let reply = match command {
+        SecretsCommand::Add {
+            source,
+            tenant,
+            mut secrets,
+            target,
+        } => {
+            if secrets.is_empty() {
+                secrets = std::io::read_to_string(std::io::stdin())
+                    .context("reading secrets from stdin")?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            if secrets.is_empty() {
+                eprintln!("hookgate: no secret given: pass --secret or one per line on stdin");
+                return Ok(ExitCode::from(2));
+            }
+            let admin = Admin::new(&target)?;
+            let body =
+                serde_json::json!({ "source": source, "tenant": tenant, "secrets": secrets });
+            admin
+                .call_with(http::Method::POST, "/api/v1/admin/secrets", Some(&body))
+                .await?
+        }
+        SecretsCommand::List {
+            source,
+            tenant,
+            target,
+        } => {
+            let admin = Admin::new(&target)?;
+            let path = format!(
+                "/api/v1/admin/secrets{}",
+                query(&[("source", source.as_deref()), ("tenant", tenant.as_deref())])
+            );
+            admin.call(http::Method::GET, &path).await?
+        }
+        SecretsCommand::Remove {
+            source,
+            tenant,
+            id,
+            target,
+        } => {
+            let admin = Admin::new(&target)?;
+            let path = format!(
+                "/api/v1/admin/secrets/{}/{}/{}",
+                segment(&source),
+                segment(&tenant),
+                segment(&id)
+            );
+            admin.call(http::Method::DELETE, &path).await?
+        }
+    };
+    if (200..300).contains(&reply.status) {
+        println!("{}", pretty(&reply.json()));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(refused(&reply))
+    }
 }
 
 /// `hookgate replay`: exit 0 when everything selected was replayed (or, dry, shown), 1

@@ -76,24 +76,12 @@ enum Command {
     /// Ask a running gateway to reload its configuration and plugin directory
     /// (`POST /api/v1/admin/reload`); prints the outcome. Exit code 0 when it applied (or
     /// found nothing to change, or validated with --dry-run), 1 when it was rejected.
-    Reload {
-        /// Gateway base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8012")]
-        url: String,
-        /// Admin bearer token.
-        #[arg(long, env = "HOOKGATE_ADMIN_TOKEN", hide_env_values = true)]
-        token: String,
-        /// Validate and show what would change, without swapping.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Manage per-tenant secrets of a running gateway (admin API): add (several at once =
-    /// rotation), list (ids and fingerprints only), remove.
+    Reload(hookgate::admin_cli::ReloadArgs),
+    /// Manage per-tenant secrets of a running gateway: add (several at once = rotation),
+    /// list (ids and fingerprints only), remove.
     Secrets {
-        #[command(flatten)]
-        admin: AdminArgs,
         #[command(subcommand)]
-        command: SecretsCommand,
+        command: hookgate::admin_cli::SecretsCommand,
     },
     /// Replay stored webhooks through the plugins serving now: one by id, or many by
     /// filter (a job); `--dry-run` shows what would be published.
@@ -114,51 +102,6 @@ enum Command {
         /// Count what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
-    },
-}
-
-/// Where the admin API is and how to authenticate.
-#[derive(clap::Args)]
-struct AdminArgs {
-    /// Gateway base URL.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8012")]
-    url: String,
-    /// Admin bearer token.
-    #[arg(
-        long,
-        global = true,
-        env = "HOOKGATE_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum SecretsCommand {
-    /// Add secrets for a tenant of a source; with no --secret, one per line from stdin (so
-    /// they stay out of the shell history).
-    Add {
-        #[arg(long)]
-        source: String,
-        #[arg(long)]
-        tenant: String,
-        #[arg(long = "secret")]
-        secrets: Vec<String>,
-    },
-    /// List tenant secrets: id, fingerprint, created, last matched.
-    List {
-        #[arg(long)]
-        source: Option<String>,
-        #[arg(long)]
-        tenant: Option<String>,
-    },
-    /// Remove one secret by id.
-    Remove {
-        #[arg(long)]
-        source: String,
-        #[arg(long)]
-        tenant: String,
-        id: String,
     },
 }
 
@@ -284,12 +227,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             event_id,
         } => send(&source, &url, secret, &topic, file, event_id).await,
-        Command::Reload {
-            url,
-            token,
-            dry_run,
-        } => reload(&url, &token, dry_run).await,
-        Command::Secrets { admin, command } => secrets(&admin, command).await,
+        Command::Reload(args) => hookgate::admin_cli::reload(args).await,
+        Command::Secrets { command } => hookgate::admin_cli::secrets(command).await,
         Command::Purge {
             config,
             older_than_days,
@@ -467,137 +406,6 @@ async fn send(
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Calls the admin API; prints a JSON answer and says whether it was a success.
-async fn admin_call(
-    admin: &AdminArgs,
-    method: http::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> anyhow::Result<ExitCode> {
-    let Some(token) = admin.token.as_deref() else {
-        eprintln!("hookgate: no admin token: pass --token or set HOOKGATE_ADMIN_TOKEN");
-        return Ok(ExitCode::from(2));
-    };
-    let endpoint = format!("{}{path}", admin.url.trim_end_matches('/'));
-    let mut headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
-    if body.is_some() {
-        headers.push(("content-type".to_owned(), "application/json".to_owned()));
-    }
-    let reply = HttpClient::new()
-        .send(
-            method,
-            &endpoint,
-            &headers,
-            body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
-        )
-        .await
-        .with_context(|| format!("cannot reach the gateway at {}", admin.url))?;
-    let answer = reply.json();
-    if (200..300).contains(&reply.status) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&answer).unwrap_or_default()
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        let message = answer["message"].as_str().unwrap_or("no message");
-        eprintln!("hookgate: HTTP {}: {message}", reply.status);
-        Ok(ExitCode::FAILURE)
-    }
-}
-
-async fn secrets(admin: &AdminArgs, command: SecretsCommand) -> anyhow::Result<ExitCode> {
-    let encode = |text: &str| {
-        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    match command {
-        SecretsCommand::Add {
-            source,
-            tenant,
-            mut secrets,
-        } => {
-            if secrets.is_empty() {
-                secrets = std::io::read_to_string(std::io::stdin())
-                    .context("reading secrets from stdin")?
-                    .lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
-            if secrets.is_empty() {
-                eprintln!("hookgate: no secret given: pass --secret or one per line on stdin");
-                return Ok(ExitCode::from(2));
-            }
-            let body =
-                serde_json::json!({ "source": source, "tenant": tenant, "secrets": secrets });
-            admin_call(
-                admin,
-                http::Method::POST,
-                "/api/v1/admin/secrets",
-                Some(body),
-            )
-            .await
-        }
-        SecretsCommand::List { source, tenant } => {
-            let mut query = Vec::new();
-            if let Some(source) = source {
-                query.push(format!("source={}", encode(&source)));
-            }
-            if let Some(tenant) = tenant {
-                query.push(format!("tenant={}", encode(&tenant)));
-            }
-            let path = format!("/api/v1/admin/secrets?{}", query.join("&"));
-            admin_call(admin, http::Method::GET, &path, None).await
-        }
-        SecretsCommand::Remove { source, tenant, id } => {
-            let path = format!(
-                "/api/v1/admin/secrets/{}/{}/{}",
-                encode(&source),
-                encode(&tenant),
-                encode(&id)
-            );
-            admin_call(admin, http::Method::DELETE, &path, None).await
-        }
-    }
-}
-
-async fn reload(url: &str, token: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let endpoint = format!(
-        "{}/api/v1/admin/reload{}",
-        url.trim_end_matches('/'),
-        if dry_run { "?dry_run=true" } else { "" }
-    );
-    let reply = HttpClient::new()
-        .send(
-            http::Method::POST,
-            &endpoint,
-            &[("authorization".into(), format!("Bearer {token}"))],
-            Vec::new(),
-        )
-        .await
-        .with_context(|| format!("cannot reach the gateway at {url}"))?;
-    let body = reply.json();
-    match reply.status {
-        200 | 422 => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&body).unwrap_or_default()
-            );
-            Ok(if reply.status == 200 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        status => {
-            let message = body["message"].as_str().unwrap_or("no message");
-            eprintln!("hookgate: reload failed: HTTP {status}: {message}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }
 
 /// Ctrl-C or SIGTERM stop the gateway; SIGHUP reloads it.

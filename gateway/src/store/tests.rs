@@ -87,8 +87,8 @@ where
     dropped.expect("drop test schema");
 }
 
-/// Declares each case once per backend: `store::tests::sqlite::<case>` and
-/// `store::tests::postgres::<case>`.
+/// Declares each case once per backend: `<module>::sqlite::<case>` and
+/// `<module>::postgres::<case>`; the store's other test modules use it too.
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -109,6 +109,7 @@ macro_rules! suite {
         }
     };
 }
+pub(crate) use suite;
 
 suite!(
     migrate_is_idempotent_and_concurrent_safe,

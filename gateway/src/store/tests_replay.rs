@@ -4,29 +4,8 @@
 
 use std::sync::Arc;
 
-use super::tests::{at, entry, insert_one, on_postgres, on_sqlite, webhook};
+use super::tests::{at, entry, insert_one, on_postgres, on_sqlite, suite, webhook};
 use super::*;
-
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on_sqlite(super::$case).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on_postgres(super::$case).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     remap_adds_new_events_and_the_entry_follows_them,

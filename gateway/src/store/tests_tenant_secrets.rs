@@ -3,29 +3,8 @@
 
 use std::sync::Arc;
 
-use super::tests::{on_postgres, on_sqlite};
+use super::tests::{on_postgres, on_sqlite, suite};
 use super::*;
-
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on_sqlite(super::$case).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on_postgres(super::$case).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     secrets_are_added_listed_and_removed_per_tenant,
