@@ -32,8 +32,8 @@ export function withQuery(path, query) {
   return text ? `${path}?${text}` : path;
 }
 
-/// Calls the admin API; answers `{status, data}` or throws an ApiError carrying the
-/// API's own message. Statuses in `accept` (e.g. 422 of a rejected reload) are answers.
+// Calls the admin API; answers `{status, data}` or throws an ApiError carrying the
+// API's own message. Statuses in `accept` (e.g. 422 of a rejected reload) are answers.
 export async function api(method, path, { query, body, accept = [] } = {}) {
   const bearer = token.get();
   if (!bearer) throw new ApiError(401, 'unauthorized', 'Sign in with the admin token first.');
@@ -73,7 +73,7 @@ export async function api(method, path, { query, body, accept = [] } = {}) {
   return { status: response.status, data };
 }
 
-/// The health report: public, and answered 503 (with the same body) when down.
+// The health report: public, and answered 503 (with the same body) when down.
 export async function health() {
   const response = await fetch('/api/v1/health', { cache: 'no-store', credentials: 'omit' });
   return response.json();

@@ -34,7 +34,7 @@ export function replace(el, ...children) {
   return append(clear(el), children);
 }
 
-/// A table from rows; `columns` is [{ label, cell: row => Node | string }].
+// A table from rows; `columns` is [{ label, cell: row => Node | string }].
 export function table(columns, rows, props) {
   return h('table', props,
     h('thead', null, h('tr', null, columns.map((c) => h('th', { scope: 'col' }, c.label)))),
@@ -42,7 +42,7 @@ export function table(columns, rows, props) {
   );
 }
 
-/// A definition list from [label, value] pairs.
+// A definition list from [label, value] pairs.
 export function dl(pairs, props) {
   return h('dl', props, pairs.map(([label, value]) => [h('dt', null, label), h('dd', null, value ?? '—')]));
 }
@@ -63,7 +63,7 @@ export function badge(text) {
   return h('span', { class: `badge badge-${kind}` }, text ?? 'unknown');
 }
 
-/// An error as the admin API words it (its `message`), announced to screen readers.
+// An error as the admin API words it (its `message`), announced to screen readers.
 export function errorBox(error) {
   const text = error && error.message ? error.message : String(error);
   return h('p', { class: 'error', role: 'alert' }, text);

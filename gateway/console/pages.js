@@ -20,7 +20,7 @@ function button(label, onClick, props = {}) {
   return h('button', { type: 'button', ...props, on: { click: onClick } }, label);
 }
 
-/// Runs `work` with `btn` disabled, so a slow call is not sent twice.
+// Runs `work` with `btn` disabled, so a slow call is not sent twice.
 async function busy(btn, work) {
   btn.disabled = true;
   btn.setAttribute('aria-busy', 'true');
@@ -157,7 +157,7 @@ function toLocalInput(iso) {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
-/// The filter inputs shared by the webhook list and the bulk replay.
+// The filter inputs shared by the webhook list and the bulk replay.
 function filterForm(id, values, submitLabel, onSubmit) {
   const inputs = {
     source: h('input', { id: `${id}-source`, name: 'source', value: values.source || '' }),
@@ -382,8 +382,8 @@ export function webhook({ main, parts }) {
 
 const DONE = new Set(['completed', 'failed', 'interrupted']);
 
-/// Follows a replay job until it ends, showing its progress.
-function followJob(job, box) {
+// Follows a replay job until it ends, showing its progress; `onDone` runs once it has.
+function followJob(job, box, onDone = () => {}) {
   const bar = h('progress', { 'aria-label': 'Replay progress' });
   const text = h('p', { role: 'status', id: 'job-status' });
   replace(box, h('h3', null, 'Replay job ', code(job.id)), bar, text);
@@ -396,6 +396,7 @@ function followJob(job, box) {
       bar.value = 1;
       box.dataset.done = j.status;
       clearInterval(timer);
+      onDone();
     }
   };
   show(job);
@@ -438,7 +439,7 @@ export function failures({ main }) {
           const { data: started } = await api('POST', `${ADMIN}/webhooks/replay`, { query: chosen });
           const box = h('div', { id: 'job' });
           replace(bulk, box);
-          stops.push(followJob(started.job, box));
+          stops.push(followJob(started.job, box, refreshLists));
           loadJobs();
         } catch (error) {
           append(bulk, errorBox(error));
@@ -461,7 +462,7 @@ export function failures({ main }) {
         const { data } = await api('POST', `${ADMIN}/dlq/replay`, { query: { source: group.source } });
         const box = h('div');
         replace(target, box);
-        stops.push(followJob(data.job, box));
+        stops.push(followJob(data.job, box, refreshLists));
         loadJobs();
       } catch (error) {
         append(target, errorBox(error));
@@ -531,8 +532,11 @@ export function failures({ main }) {
       replace(jobs, errorBox(error));
     }
   }
-  loadGroups();
-  loadJobs();
+  function refreshLists() {
+    loadGroups();
+    loadJobs();
+  }
+  refreshLists();
   return () => stops.forEach((stop) => stop());
 }
 
