@@ -108,6 +108,7 @@ fn hardened(mut response: HttpResponse) -> HttpResponse {
 /// it and derives rates from the differences, so the gateway keeps no history for it.
 pub fn stats(state: &State) -> HttpResponse {
     let text = state.metrics.encode();
+    // Every metric read here is an integer counter or gauge: shown as integers.
     let mut webhooks = Vec::new();
     let mut scalars = serde_json::Map::new();
     for sample in text.lines().filter_map(parse_sample) {
@@ -124,7 +125,7 @@ pub fn stats(state: &State) -> HttpResponse {
                 webhooks.push(json!({
                     "source": label("source"),
                     "outcome": label("outcome"),
-                    "count": sample.value,
+                    "count": sample.value as i64,
                 }));
             }
             "hookgate_events_published_total"
@@ -132,7 +133,7 @@ pub fn stats(state: &State) -> HttpResponse {
             | "hookgate_outbox_backlog"
             | "hookgate_dlq_size" => {
                 let key = sample.name.trim_start_matches("hookgate_");
-                scalars.insert(key.to_owned(), json!(sample.value));
+                scalars.insert(key.to_owned(), json!(sample.value as i64));
             }
             _ => {}
         }

@@ -319,6 +319,22 @@ async fn console_sign_in_wall_holds_without_a_token() {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(page.headers["x-content-type-options"], "nosniff");
 
+    // The overview's counters: behind the token like the rest of the admin API.
+    let anonymous = harness
+        .client
+        .get(&harness.url("/api/v1/admin/stats"), &[])
+        .await
+        .expect("request");
+    assert_eq!(anonymous.status, 401);
+    let stats = harness.admin_get("/api/v1/admin/stats").await.json();
+    assert!(
+        stats["webhooks_received"]
+            .as_array()
+            .expect("counters")
+            .contains(&json!({ "source": "shopify", "outcome": "accepted", "count": 1 })),
+        "{stats}"
+    );
+
     let browser = Browser::start(&harness.base).await;
     // A deep link without a token: still only the form, and not one API call.
     for path in ["/console/", "/console/#/webhooks"] {
@@ -505,6 +521,17 @@ async fn console_operator_flows_in_a_browser() {
     browser.route("#/secrets").await;
     browser
         .wait_for("#tenant-secrets", "No tenant secret")
+        .await;
+    // A refused change shows the admin API's own message.
+    browser.fill("#secret-source", "no_such_source").await;
+    browser.fill("#secret-tenant", SHOP).await;
+    browser.fill("#secret-value", TENANT_SECRET_1).await;
+    browser.click("#secret-form button[type=submit]").await;
+    browser
+        .wait_for(
+            "#secret-message .error",
+            "no enabled source is named \"no_such_source\"",
+        )
         .await;
     browser.fill("#secret-source", "shops").await;
     browser.fill("#secret-tenant", SHOP).await;
