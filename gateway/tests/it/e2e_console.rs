@@ -75,7 +75,7 @@ struct Browser {
     client: Option<Client>,
     driver: Child,
     base: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -109,6 +109,9 @@ impl Browser {
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
                     "--no-first-run",
+                    // No crash handler process that would outlive the browser.
+                    "--disable-breakpad",
+                    "--disable-crash-reporter",
                     "--window-size=1366,900",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
@@ -134,7 +137,7 @@ impl Browser {
             client: Some(client),
             driver,
             base: base.to_owned(),
-            _profile: profile,
+            profile,
         }
     }
 
@@ -270,6 +273,38 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // A test that failed never closed its session, and chromedriver's death leaves its
+        // Chromium running: stop the processes that use this browser's own profile.
+        if self.client.is_some() {
+            stop_processes_using(self.profile.path());
+        }
+    }
+}
+
+/// Sends SIGTERM to the processes started with `--user-data-dir=<profile>`: a directory
+/// made for one test, so only that test's Chromium matches.
+fn stop_processes_using(profile: &Path) {
+    let marker = format!("--user-data-dir={}", profile.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == marker.as_bytes())
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
     }
 }
 
