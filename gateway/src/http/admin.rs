@@ -66,6 +66,8 @@ pub async fn handle(state: &State, request: Request<Incoming>, path: &str) -> Ht
         (["replays", id], &Method::GET) => super::replay::get_job(state, id, &query).await,
         (["plugins"], &Method::GET) => Ok(list_plugins(state)),
         (["sources"], &Method::GET) => Ok(list_sources(state)),
+        (["stats"], &Method::GET) => Ok(super::console::stats(state)),
+        (["stats"], _) => return method_not_allowed("GET"),
         (["sources"], _) => return method_not_allowed("GET"),
         (["secrets"], &Method::GET) => super::secrets::list(state, &parse_query(&query)).await,
         (["secrets"], &Method::POST) => super::secrets::add(state, request).await,

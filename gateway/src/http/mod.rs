@@ -2,6 +2,7 @@
 //! health and metrics, and the admin API.
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod replay;
@@ -90,6 +91,9 @@ async fn dispatch(
     }
     if path == ADMIN || path.starts_with("/api/v1/admin/") {
         return admin::handle(state, request, &path).await;
+    }
+    if path == console::PREFIX || path.starts_with("/console/") {
+        return console::serve(request.method(), &path);
     }
     let is_get = request.method() == Method::GET || request.method() == Method::HEAD;
     match path.as_str() {

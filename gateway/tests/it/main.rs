@@ -3,6 +3,7 @@
 
 mod cli;
 mod e2e_admin;
+mod e2e_console;
 mod e2e_delivery;
 mod e2e_embedded;
 mod e2e_errors;
