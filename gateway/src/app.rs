@@ -166,12 +166,7 @@ impl Gateway {
             config.dedupe_namespace(),
             tenant_secrets.clone(),
         ));
-        let limits = HttpLimits {
-            max_body_bytes: usize::try_from(config.max_payload_bytes()).unwrap_or(usize::MAX),
-            header_read_timeout: config.http.header_read_timeout(),
-            body_read_timeout: config.http.body_read_timeout(),
-            max_concurrency: usize::try_from(config.http.max_concurrency).unwrap_or(usize::MAX),
-        };
+        let limits = HttpLimits::from_config(config);
         let reloader = Arc::new(Reloader::new(
             engine,
             pipeline.clone(),
@@ -203,7 +198,11 @@ impl Gateway {
             sink,
             metrics,
             admin_token: config.admin_token.as_ref().map(|t| t.expose().to_owned()),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency)),
+            budget: http::budget::Budget::new(
+                limits.max_concurrency,
+                limits.source_share_percent,
+                limits.client_share_percent,
+            ),
             limits,
             breakers,
         });
