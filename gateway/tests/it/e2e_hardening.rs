@@ -329,3 +329,30 @@ async fn one_client_cannot_take_every_permit() {
     drop((a, b));
     harness.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_shows_the_relays_outbox_counts_with_their_age() {
+    let harness = Harness::start(Options::new(Backend::Embedded)).await;
+    let reply = harness.post(&shopify_order("health-count-1")).await;
+    assert_eq!(reply.status, 200);
+    // The relay counts at start and every 5 s; the report serves its last count.
+    let outbox = eventually(SOON, || async {
+        let health = harness
+            .client
+            .get(&harness.url("/api/v1/health"), &[])
+            .await
+            .ok()?
+            .json();
+        (health["outbox"]["status"] == "ok").then(|| health["outbox"].clone())
+    })
+    .await
+    .expect("the outbox counts reach the health report");
+    assert!(outbox["backlog"].is_i64(), "{outbox}");
+    assert!(outbox["dlq"].is_i64(), "{outbox}");
+    assert!(outbox["counted_at"].is_string(), "{outbox}");
+    assert!(
+        outbox["age_seconds"].as_i64().is_some_and(|age| age <= 30),
+        "{outbox}"
+    );
+    harness.cleanup().await;
+}
