@@ -100,6 +100,9 @@ impl Gateway {
             // One slot per request the gateway admits, up to tokio's blocking-pool size
             // (plugin calls run there): an admitted request never finds the pool full.
             max_instances: u32::try_from(config.http.max_concurrency.min(512)).unwrap_or(512),
+            queue_wait: config.plugins.queue_wait(),
+            max_calls_per_plugin: usize::try_from(config.plugins.max_concurrent_calls)
+                .unwrap_or(usize::MAX),
             output: OutputLimits {
                 max_events: usize::try_from(config.plugins.max_events).unwrap_or(usize::MAX),
                 max_event_bytes: config.plugins.max_event_bytes(),

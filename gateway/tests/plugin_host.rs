@@ -809,6 +809,7 @@ fn output_beyond_the_limits_is_refused_with_the_reason() {
             max_event_bytes: 4 << 20,
             ..hookgate::plugin::OutputLimits::default()
         },
+        ..PluginLimits::default()
     })
     .unwrap()
     .load_with(&wasm("chaos"), &cached())
@@ -934,4 +935,19 @@ fn cached() -> LoadOptions {
     LoadOptions {
         cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")),
     }
+}
+
+#[test]
+fn a_webhook_has_one_deadline_across_its_exports() {
+    // The budget starts with the instance: time spent before `verify` (another export, a
+    // secrets lookup) is gone from it, rather than each export getting a full deadline.
+    let req = request(b"k", b"{}");
+    let call = chaos().start(&req, None, "budget").expect("start");
+    std::thread::sleep(TIMEOUT + 2 * EPOCH_TICK);
+    let out = call.verify(
+        &Credentials::with_secrets(vec![b"k".to_vec()]),
+        &settings(&[]),
+    );
+    assert!(matches!(out, Err(PluginFault::Timeout)), "{out:?}");
+    assert_ok_call(chaos());
 }

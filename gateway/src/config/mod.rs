@@ -480,7 +480,7 @@ pub struct PluginsConfig {
     pub dir: PathBuf,
     /// Where compiled components are cached between runs.
     pub cache_dir: PathBuf,
-    /// Deadline of one plugin call.
+    /// Deadline of one webhook's plugin calls together (tenant-hint, verify, map).
     pub timeout_ms: u64,
     /// Memory cap of one plugin instance, in MiB.
     pub memory_mb: u64,
@@ -494,6 +494,10 @@ pub struct PluginsConfig {
     /// Reload when the config file or a file of `dir` changes; false leaves reloads to
     /// SIGHUP and the admin API (a read-only mount, or deploys that reload explicitly).
     pub watch: bool,
+    /// Longest a webhook waits for a thread to run its plugin; beyond, `503`.
+    pub queue_wait_ms: u64,
+    /// Webhooks one plugin may have in flight (queued or running); beyond, `503`.
+    pub max_concurrent_calls: u64,
 }
 
 impl Default for PluginsConfig {
@@ -507,11 +511,18 @@ impl Default for PluginsConfig {
             max_event_bytes_mb: 32,
             max_error_chars: 1024,
             watch: true,
+            queue_wait_ms: 2000,
+            max_concurrent_calls: 256,
         }
     }
 }
 
 impl PluginsConfig {
+    /// `queue_wait_ms` as a duration.
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(self.queue_wait_ms)
+    }
+
     /// `timeout_ms` as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)

@@ -230,6 +230,11 @@ impl Config {
         }
         p.positive("plugins.timeout_ms", self.plugins.timeout_ms);
         p.positive("plugins.memory_mb", self.plugins.memory_mb);
+        p.positive("plugins.queue_wait_ms", self.plugins.queue_wait_ms);
+        p.positive(
+            "plugins.max_concurrent_calls",
+            self.plugins.max_concurrent_calls,
+        );
         p.positive("plugins.max_events", u64::from(self.plugins.max_events));
         p.positive(
             "plugins.max_event_bytes_mb",

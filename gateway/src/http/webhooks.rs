@@ -241,6 +241,11 @@ fn ingest_error(error: IngestError) -> ApiError {
         ),
         // The reason stays in the log: telling a forger why its signature failed helps it.
         IngestError::Rejected(_) => ApiError::unauthorized("signature verification failed"),
+        IngestError::PluginFault(crate::plugin::PluginFault::Busy(_)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_busy",
+            "the source plugin is at capacity; retry later",
+        ),
         IngestError::PluginFault(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "plugin_fault",

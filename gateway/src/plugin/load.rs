@@ -133,6 +133,8 @@ pub struct Plugin {
     sha256: [u8; 32],
     size: usize,
     compiled_from: CompiledFrom,
+    /// This plugin's calls in flight (`PluginLimits::max_calls_per_plugin`).
+    pub(crate) calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -238,6 +240,12 @@ impl PluginEngine {
             sha256,
             size: wasm.len(),
             compiled_from,
+            calls: Arc::new(tokio::sync::Semaphore::new(
+                self.shared
+                    .limits
+                    .max_calls_per_plugin
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         }))
     }
 

@@ -356,3 +356,56 @@ async fn health_shows_the_relays_outbox_counts_with_their_age() {
     );
     harness.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_at_its_call_cap_answers_503_and_other_plugins_go_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut options = Options::new(Backend::Embedded);
+    options.plugins = "timeout_ms = 2000\nmax_concurrent_calls = 1\n".into();
+    options.extra = "[sources.spinning]\nplugin = \"chaos\"\nsecrets = [\"k\"]\n[sources.spinning.settings]\nverify_mode = \"loop\"\n".into();
+    std::fs::create_dir_all(dir.path().join("plugins.d")).expect("mkdir");
+    std::fs::copy(
+        wasm_dir().join("chaos.wasm"),
+        dir.path().join("plugins.d/chaos.wasm"),
+    )
+    .expect("copy chaos.wasm");
+    options.reuse = Some(Names {
+        dir: dir.path().to_path_buf(),
+        schema: unique("t_"),
+        stream: unique("T"),
+        prefix: unique("hg"),
+    });
+    let harness = Harness::start(options).await;
+    let spinning = SignedWebhook {
+        path: "/api/v1/webhooks/spinning".into(),
+        headers: vec![("x-sig".into(), "00".into())],
+        body: b"{}".to_vec(),
+    };
+    // Holds the plugin's only call slot until its deadline.
+    let first = {
+        let client = harness.client.clone();
+        let base = harness.base.clone();
+        let webhook = spinning.clone();
+        tokio::spawn(async move { client.post_webhook(&base, &webhook).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    let busy = harness.post(&spinning).await;
+    assert_eq!(busy.status, 503, "{}", String::from_utf8_lossy(&busy.body));
+    assert_eq!(busy.json()["error"], "plugin_busy");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once"
+    );
+    // Another plugin is not held by it.
+    let other = harness.post(&shopify_order("cap-1")).await;
+    assert_eq!(
+        other.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&other.body)
+    );
+    let first = first.await.expect("joined").expect("reply");
+    assert_eq!(first.status, 500, "the spinning call times out");
+    harness.cleanup().await;
+}
