@@ -409,3 +409,30 @@ async fn a_plugin_at_its_call_cap_answers_503_and_other_plugins_go_on() {
     assert_eq!(first.status, 500, "the spinning call times out");
     harness.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shopify_url_topic_contradicting_the_header_is_refused() {
+    let harness = Harness::start(Options::new(Backend::Embedded)).await;
+    // Signed for orders/create (X-Shopify-Topic), posted to another topic's URL.
+    let mut moved = shopify_order("topic-moved-1");
+    moved.path = "/api/v1/webhooks/shopify/orders-cancelled".into();
+    let reply = harness.post(&moved).await;
+    assert_eq!(
+        reply.status,
+        401,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["error"], "unauthorized");
+    // The same delivery to its own topic's URL is accepted.
+    let mut agreeing = shopify_order("topic-moved-1");
+    agreeing.path = "/api/v1/webhooks/shopify/orders%2Fcreate".into();
+    let reply = harness.post(&agreeing).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    harness.cleanup().await;
+}
