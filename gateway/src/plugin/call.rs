@@ -117,7 +117,6 @@ impl Plugin {
         now_unix_seconds: Option<i64>,
         correlation_id: &str,
     ) -> Result<Call, PluginFault> {
-        let started = Instant::now();
         let mut store = self
             .engine
             .new_store(self.name.clone(), correlation_id, now_unix_seconds);
@@ -138,7 +137,8 @@ impl Plugin {
                 instance,
                 body_len: request.body.len(),
                 limits: self.engine.shared.limits.output,
-                deadline: started + self.engine.shared.limits.timeout,
+                // Counted from the end of instantiation (host work, not the plugin's).
+                deadline: Instant::now() + self.engine.shared.limits.timeout,
                 trapped: false,
             }),
             Err(e) => Err(classify_trap(&e, store.data())),
