@@ -478,7 +478,8 @@ impl BusConfig {
 pub struct PluginsConfig {
     /// Directory watched for `*.wasm` (`PLUGIN_DIR`); missing = bundled plugins only.
     pub dir: PathBuf,
-    /// Where compiled components are cached between runs.
+    /// Where compiled components are cached between runs (kept 0700, files MACed with a
+    /// per-install key).
     pub cache_dir: PathBuf,
     /// Deadline of one webhook's plugin calls together (tenant-hint, verify, map).
     pub timeout_ms: u64,
