@@ -100,6 +100,9 @@ impl Gateway {
             // One slot per request the gateway admits, up to tokio's blocking-pool size
             // (plugin calls run there): an admitted request never finds the pool full.
             max_instances: u32::try_from(config.http.max_concurrency.min(512)).unwrap_or(512),
+            queue_wait: config.plugins.queue_wait(),
+            max_calls_per_plugin: usize::try_from(config.plugins.max_concurrent_calls)
+                .unwrap_or(usize::MAX),
             output: OutputLimits {
                 max_events: usize::try_from(config.plugins.max_events).unwrap_or(usize::MAX),
                 max_event_bytes: config.plugins.max_event_bytes(),
@@ -166,12 +169,7 @@ impl Gateway {
             config.dedupe_namespace(),
             tenant_secrets.clone(),
         ));
-        let limits = HttpLimits {
-            max_body_bytes: usize::try_from(config.max_payload_bytes()).unwrap_or(usize::MAX),
-            header_read_timeout: config.http.header_read_timeout(),
-            body_read_timeout: config.http.body_read_timeout(),
-            max_concurrency: usize::try_from(config.http.max_concurrency).unwrap_or(usize::MAX),
-        };
+        let limits = HttpLimits::from_config(config);
         let reloader = Arc::new(Reloader::new(
             engine,
             pipeline.clone(),
@@ -204,7 +202,11 @@ impl Gateway {
             sink,
             metrics,
             admin_token: config.admin_token.as_ref().map(|t| t.expose().to_owned()),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency)),
+            budget: http::budget::Budget::new(
+                limits.max_concurrency,
+                limits.source_share_percent,
+                limits.client_share_percent,
+            ),
             limits,
             breakers,
         });

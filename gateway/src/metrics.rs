@@ -96,6 +96,9 @@ pub struct Metrics {
     pub events_dead_lettered: Counter,
     pub outbox_backlog: Gauge,
     pub dlq_size: Gauge,
+    /// When the relay last counted `outbox_backlog` and `dlq_size`, Unix ms (0 = never):
+    /// the health report serves those counts with their age instead of counting itself.
+    pub outbox_counted_at_ms: std::sync::atomic::AtomicI64,
     pub http_rejected: Family<ReasonLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub reload_rejections: Gauge,
@@ -302,6 +305,7 @@ impl Metrics {
             events_dead_lettered,
             outbox_backlog,
             dlq_size,
+            outbox_counted_at_ms: std::sync::atomic::AtomicI64::new(0),
             http_rejected,
             reloads,
             reload_rejections,

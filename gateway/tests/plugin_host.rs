@@ -465,10 +465,7 @@ fn compile_cache_is_written_then_read_and_survives_corruption() {
 
     let first = e.load_with(&bytes, &options).unwrap();
     assert_eq!(first.compiled_from(), CompiledFrom::Compiled);
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
-        .unwrap()
-        .map(|f| f.unwrap().path())
-        .collect();
+    let files = cache_files(&dir.path().join("cache"));
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].to_string_lossy().contains(&first.sha256_hex()));
 
@@ -809,6 +806,7 @@ fn output_beyond_the_limits_is_refused_with_the_reason() {
             max_event_bytes: 4 << 20,
             ..hookgate::plugin::OutputLimits::default()
         },
+        ..PluginLimits::default()
     })
     .unwrap()
     .load_with(&wasm("chaos"), &cached())
@@ -934,4 +932,68 @@ fn cached() -> LoadOptions {
     LoadOptions {
         cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")),
     }
+}
+
+#[test]
+fn a_webhook_has_one_deadline_across_its_exports() {
+    // The budget starts with the instance: time spent before `verify` (another export, a
+    // secrets lookup) is gone from it, rather than each export getting a full deadline.
+    let req = request(b"k", b"{}");
+    let call = chaos().start(&req, None, "budget").expect("start");
+    std::thread::sleep(TIMEOUT + 2 * EPOCH_TICK);
+    let out = call.verify(
+        &Credentials::with_secrets(vec![b"k".to_vec()]),
+        &settings(&[]),
+    );
+    assert!(matches!(out, Err(PluginFault::Timeout)), "{out:?}");
+    assert_ok_call(chaos());
+}
+
+/// The compiled artifacts in a cache directory (its key file left out).
+fn cache_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "acwasm" || e == "cwasm"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_cache_file_this_install_did_not_write_is_never_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let options = LoadOptions {
+        cache_dir: Some(cache.clone()),
+    };
+    let chaos_bytes = wasm("chaos");
+    let chaos = e.load_with(&chaos_bytes, &options).unwrap();
+    assert_eq!(chaos.compiled_from(), CompiledFrom::Compiled);
+    // Another component's artifact, with its valid checksum or MAC, copied under chaos's
+    // name, as anyone able to write the directory could leave it: never run as chaos.
+    let shopify = e
+        .load_with(hookgate::plugin::bundled()[0].1, &options)
+        .unwrap();
+    let files = cache_files(&cache);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let (chaos_file, shopify_file) = if files[0].to_string_lossy().contains(&chaos.sha256_hex()) {
+        (&files[0], &files[1])
+    } else {
+        (&files[1], &files[0])
+    };
+    assert!(
+        shopify_file
+            .to_string_lossy()
+            .contains(&shopify.sha256_hex())
+    );
+    std::fs::copy(shopify_file, chaos_file).unwrap();
+    let again = e.load_with(&chaos_bytes, &options).unwrap();
+    assert_eq!(again.compiled_from(), CompiledFrom::Compiled);
+    assert_eq!(again.name(), "chaos");
+    assert_ok_call(&again);
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "cache directory mode {mode:o}");
 }

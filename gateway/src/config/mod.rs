@@ -208,20 +208,58 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Time allowed to receive the request line and headers.
+    /// Time allowed to receive the request line and headers; also the time a new
+    /// connection has to deliver its first request head (either protocol).
     pub header_read_timeout_ms: u64,
+    /// Time a new connection has to send its first byte before it is closed.
+    pub first_byte_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (both protocols).
+    pub idle_timeout_ms: u64,
+    /// A connection older than this is asked to close (GOAWAY / `connection: close`)
+    /// once its requests in flight are done, so clients rebalance.
+    pub max_connection_age_ms: u64,
+    /// Open connections beyond which new ones are closed as soon as accepted.
+    pub max_connections: u64,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Interval of the HTTP/2 keep-alive pings; a peer that does not answer one within
+    /// `http2_keep_alive_timeout_ms` is disconnected.
+    pub http2_keep_alive_interval_ms: u64,
+    /// See `http2_keep_alive_interval_ms`.
+    pub http2_keep_alive_timeout_ms: u64,
     /// Time allowed to receive the whole body (slow senders answer 408).
     pub body_read_timeout_ms: u64,
+    /// Slowest accepted body, after `body_rate_grace_ms`: a body that falls behind this
+    /// rate answers 408 without waiting for `body_read_timeout_ms`.
+    pub body_min_rate_bytes_per_second: u64,
+    /// Time before `body_min_rate_bytes_per_second` applies.
+    pub body_rate_grace_ms: u64,
     /// Requests in flight beyond which new ones are shed with 429.
     pub max_concurrency: u64,
+    /// Share of `max_concurrency`, in percent, one source may hold; beyond it that
+    /// source's webhooks are shed with 429 while others still get through.
+    pub source_share_percent: u64,
+    /// Share of `max_concurrency`, in percent, one client IP address may hold.
+    pub client_share_percent: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             header_read_timeout_ms: 10_000,
+            first_byte_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            max_connection_age_ms: 3_600_000,
+            max_connections: 4096,
+            http2_max_concurrent_streams: 128,
+            http2_keep_alive_interval_ms: 30_000,
+            http2_keep_alive_timeout_ms: 20_000,
             body_read_timeout_ms: 30_000,
+            body_min_rate_bytes_per_second: 1024,
+            body_rate_grace_ms: 2_000,
             max_concurrency: 1024,
+            source_share_percent: 50,
+            client_share_percent: 25,
         }
     }
 }
@@ -440,9 +478,10 @@ impl BusConfig {
 pub struct PluginsConfig {
     /// Directory watched for `*.wasm` (`PLUGIN_DIR`); missing = bundled plugins only.
     pub dir: PathBuf,
-    /// Where compiled components are cached between runs.
+    /// Where compiled components are cached between runs (kept 0700, files MACed with a
+    /// per-install key).
     pub cache_dir: PathBuf,
-    /// Deadline of one plugin call.
+    /// Deadline of one webhook's plugin calls together (tenant-hint, verify, map).
     pub timeout_ms: u64,
     /// Memory cap of one plugin instance, in MiB.
     pub memory_mb: u64,
@@ -456,6 +495,10 @@ pub struct PluginsConfig {
     /// Reload when the config file or a file of `dir` changes; false leaves reloads to
     /// SIGHUP and the admin API (a read-only mount, or deploys that reload explicitly).
     pub watch: bool,
+    /// Longest a webhook waits for a thread to run its plugin; beyond, `503`.
+    pub queue_wait_ms: u64,
+    /// Webhooks one plugin may have in flight (queued or running); beyond, `503`.
+    pub max_concurrent_calls: u64,
 }
 
 impl Default for PluginsConfig {
@@ -469,11 +512,18 @@ impl Default for PluginsConfig {
             max_event_bytes_mb: 32,
             max_error_chars: 1024,
             watch: true,
+            queue_wait_ms: 2000,
+            max_concurrent_calls: 256,
         }
     }
 }
 
 impl PluginsConfig {
+    /// `queue_wait_ms` as a duration.
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(self.queue_wait_ms)
+    }
+
     /// `timeout_ms` as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)

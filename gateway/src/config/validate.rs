@@ -90,6 +90,40 @@ impl Config {
         );
         p.positive("http.body_read_timeout_ms", self.http.body_read_timeout_ms);
         p.positive("http.max_concurrency", self.http.max_concurrency);
+        p.positive(
+            "http.first_byte_timeout_ms",
+            self.http.first_byte_timeout_ms,
+        );
+        p.positive("http.idle_timeout_ms", self.http.idle_timeout_ms);
+        p.positive(
+            "http.max_connection_age_ms",
+            self.http.max_connection_age_ms,
+        );
+        p.positive("http.max_connections", self.http.max_connections);
+        p.positive(
+            "http.http2_max_concurrent_streams",
+            u64::from(self.http.http2_max_concurrent_streams),
+        );
+        p.positive(
+            "http.http2_keep_alive_interval_ms",
+            self.http.http2_keep_alive_interval_ms,
+        );
+        p.positive(
+            "http.http2_keep_alive_timeout_ms",
+            self.http.http2_keep_alive_timeout_ms,
+        );
+        p.positive(
+            "http.body_min_rate_bytes_per_second",
+            self.http.body_min_rate_bytes_per_second,
+        );
+        for (key, value) in [
+            ("http.source_share_percent", self.http.source_share_percent),
+            ("http.client_share_percent", self.http.client_share_percent),
+        ] {
+            if !(1..=100).contains(&value) {
+                p.add(key, "must be a percentage from 1 to 100");
+            }
+        }
 
         check_url(
             p,
@@ -196,6 +230,11 @@ impl Config {
         }
         p.positive("plugins.timeout_ms", self.plugins.timeout_ms);
         p.positive("plugins.memory_mb", self.plugins.memory_mb);
+        p.positive("plugins.queue_wait_ms", self.plugins.queue_wait_ms);
+        p.positive(
+            "plugins.max_concurrent_calls",
+            self.plugins.max_concurrent_calls,
+        );
         p.positive("plugins.max_events", u64::from(self.plugins.max_events));
         p.positive(
             "plugins.max_event_bytes_mb",

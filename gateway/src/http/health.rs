@@ -31,19 +31,14 @@ fn component(kind: &str, result: &Result<(), String>) -> serde_json::Value {
 }
 
 pub async fn full(state: &State) -> HttpResponse {
-    let (storage, dedupe, bus, stats) = tokio::join!(
+    let (storage, dedupe, bus) = tokio::join!(
         probe(state.store.ping()),
         probe(state.dedupe.ping()),
         probe(state.sink.ping()),
-        tokio::time::timeout(PROBE_TIMEOUT, state.store.outbox_stats()),
     );
     let sources = state.pipeline.sources();
     let (plugins, load_errors) = super::plugin_listing(state);
-    let outbox = match stats {
-        Ok(Ok(stats)) => json!({ "status": "ok", "backlog": stats.pending, "dlq": stats.dead }),
-        Ok(Err(error)) => json!({ "status": "unknown", "error": error.to_string() }),
-        Err(_) => json!({ "status": "unknown", "error": "no answer within 2 s" }),
-    };
+    let outbox = outbox_json(&state.metrics, chrono::Utc::now().timestamp_millis());
     let reloads = state.reloader.status();
     let breakers = state.breakers.not_closed(std::time::Instant::now());
     let any_open = breakers.iter().any(|b| b.state == BreakerState::Open);
@@ -87,6 +82,29 @@ pub async fn full(state: &State) -> HttpResponse {
     )
 }
 
+/// How long counts of the relay stay "ok"; it counts every 5 s, so older ones mean it is
+/// stuck or the storage does not answer its count.
+const OUTBOX_COUNT_FRESH_MS: i64 = 30_000;
+
+/// The outbox backlog and DLQ size as the relay last counted them, with their age: the
+/// report is unauthenticated, so it must not cost the storage two `count(*)` per request.
+fn outbox_json(metrics: &crate::metrics::Metrics, now_ms: i64) -> serde_json::Value {
+    let at = metrics
+        .outbox_counted_at_ms
+        .load(std::sync::atomic::Ordering::Acquire);
+    if at == 0 {
+        return json!({ "status": "unknown", "error": "not counted yet" });
+    }
+    let age_ms = now_ms.saturating_sub(at).max(0);
+    json!({
+        "status": if age_ms <= OUTBOX_COUNT_FRESH_MS { "ok" } else { "stale" },
+        "backlog": metrics.outbox_backlog.get(),
+        "dlq": metrics.dlq_size.get(),
+        "counted_at": chrono::DateTime::from_timestamp_millis(at),
+        "age_seconds": age_ms / 1000,
+    })
+}
+
 /// The breakers that are not closed (an open one holds its subject's events back).
 fn breakers_json(breakers: &[NotClosed]) -> serde_json::Value {
     serde_json::Value::Array(
@@ -116,5 +134,29 @@ pub async fn ready(state: &State) -> HttpResponse {
                 "plugins_loaded": plugins_loaded,
             }),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outbox_json;
+    use crate::metrics::Metrics;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn outbox_counts_come_from_the_relay_with_their_age() {
+        let metrics = Metrics::new();
+        assert_eq!(outbox_json(&metrics, 1_000_000)["status"], "unknown");
+        metrics.outbox_backlog.set(7);
+        metrics.dlq_size.set(2);
+        metrics
+            .outbox_counted_at_ms
+            .store(1_000_000, Ordering::Release);
+        let fresh = outbox_json(&metrics, 1_004_000);
+        assert_eq!(fresh["status"], "ok");
+        assert_eq!(fresh["backlog"], 7);
+        assert_eq!(fresh["dlq"], 2);
+        assert_eq!(fresh["age_seconds"], 4);
+        assert_eq!(outbox_json(&metrics, 1_100_000)["status"], "stale");
     }
 }

@@ -2,6 +2,7 @@
 //! health and metrics, and the admin API.
 
 pub mod admin;
+pub mod budget;
 pub mod console;
 pub mod error;
 pub mod health;
@@ -10,6 +11,7 @@ pub mod secrets;
 pub mod server;
 pub mod webhooks;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,20 +21,55 @@ use tracing::Instrument;
 
 use crate::dedupe::Dedupe;
 use crate::ingest::Pipeline;
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::Metrics;
 use crate::publish::EventSink;
 use crate::reload::Reloader;
 use crate::store::Store;
 use error::{ApiError, HttpResponse, json_response, method_not_allowed};
 
-/// Limits applied to every request.
+/// Limits applied to every connection and request (see `[http]` in the config).
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    pub body_min_rate_bytes_per_second: u64,
+    pub body_rate_grace: Duration,
     /// Requests handled at once; beyond it webhooks are shed with 429.
     pub max_concurrency: usize,
+    pub source_share_percent: u64,
+    pub client_share_percent: u64,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connection_age: Duration,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_keep_alive_interval: Duration,
+    pub http2_keep_alive_timeout: Duration,
+}
+
+impl HttpLimits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let http = &config.http;
+        let ms = Duration::from_millis;
+        Self {
+            max_body_bytes: usize::try_from(config.max_payload_bytes()).unwrap_or(usize::MAX),
+            header_read_timeout: http.header_read_timeout(),
+            body_read_timeout: http.body_read_timeout(),
+            body_min_rate_bytes_per_second: http.body_min_rate_bytes_per_second,
+            body_rate_grace: ms(http.body_rate_grace_ms),
+            max_concurrency: usize::try_from(http.max_concurrency).unwrap_or(usize::MAX),
+            source_share_percent: http.source_share_percent,
+            client_share_percent: http.client_share_percent,
+            first_byte_timeout: ms(http.first_byte_timeout_ms),
+            idle_timeout: ms(http.idle_timeout_ms),
+            max_connection_age: ms(http.max_connection_age_ms),
+            max_connections: usize::try_from(http.max_connections).unwrap_or(usize::MAX),
+            http2_max_concurrent_streams: http.http2_max_concurrent_streams,
+            http2_keep_alive_interval: ms(http.http2_keep_alive_interval_ms),
+            http2_keep_alive_timeout: ms(http.http2_keep_alive_timeout_ms),
+        }
+    }
 }
 
 /// What every handler can reach.
@@ -46,7 +83,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
     pub limits: HttpLimits,
-    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Webhook permits: the global 429 limit and its per-source and per-client shares.
+    pub budget: Arc<budget::Budget>,
     /// The relay's per-subject circuit breakers, for health.
     pub breakers: Arc<crate::publish::breaker::Breakers>,
 }
@@ -55,10 +93,10 @@ const WEBHOOKS: &str = "/api/v1/webhooks/";
 const ADMIN: &str = "/api/v1/admin";
 
 /// Routes one request; every response carries the correlation id as `x-request-id`.
-pub async fn route(state: Arc<State>, request: Request<Incoming>) -> HttpResponse {
+pub async fn route(state: Arc<State>, peer: IpAddr, request: Request<Incoming>) -> HttpResponse {
     let correlation_id = correlation_id(&request);
     let span = tracing::info_span!("request", correlation_id = %correlation_id);
-    let mut response = dispatch(&state, request, &correlation_id)
+    let mut response = dispatch(&state, request, &correlation_id, peer)
         .instrument(span)
         .await;
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
@@ -71,23 +109,11 @@ async fn dispatch(
     state: &Arc<State>,
     request: Request<Incoming>,
     correlation_id: &str,
+    peer: IpAddr,
 ) -> HttpResponse {
     let path = request.uri().path().to_owned();
     if let Some(rest) = path.strip_prefix(WEBHOOKS) {
-        let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
-            state
-                .metrics
-                .http_rejected
-                .get_or_create(&ReasonLabel { reason: "shed" })
-                .inc();
-            return ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "overloaded",
-                "too many requests in flight; retry later",
-            )
-            .into_response();
-        };
-        return webhooks::handle(state, request, rest, correlation_id).await;
+        return webhooks::handle(state, request, rest, correlation_id, peer).await;
     }
     if path == ADMIN || path.starts_with("/api/v1/admin/") {
         return admin::handle(state, request, &path).await;

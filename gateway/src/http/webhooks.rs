@@ -1,17 +1,18 @@
 //! `POST /api/v1/webhooks/{source}[/{topic}]`: reads the body within its limits and hands
 //! the delivery to the pipeline; maps each outcome to its status and JSON body.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
-use super::State;
 use super::error::{ApiError, HttpResponse, json_response, method_not_allowed};
+use super::{HttpLimits, State};
 use crate::ingest::{Delivery, IngestError, Ingested};
 use crate::metrics::{ReasonLabel, SourceLabel};
 use crate::plugin::WebhookRequest;
@@ -35,46 +36,65 @@ pub fn parse_path(rest: &str) -> Option<(String, Option<String>)> {
     Some((source, topic))
 }
 
-/// Parses the path once, answers, and times the answer for a configured source.
+/// Checks the method, the path and the source before taking a permit and before reading
+/// a byte of the body (so a client posting to a source that does not exist holds
+/// nothing), then answers and times the answer.
 pub async fn handle(
     state: &State,
     request: Request<Incoming>,
     rest: &str,
     correlation_id: &str,
+    peer: IpAddr,
 ) -> HttpResponse {
     let started = Instant::now();
-    let parsed = parse_path(rest);
-    let known_source = parsed
-        .as_ref()
-        .map(|(source, _)| source)
-        .filter(|source| state.pipeline.sources().contains_key(*source))
-        .cloned();
-    let response = respond(state, request, parsed, correlation_id).await;
-    if let Some(source) = known_source {
-        state
-            .metrics
-            .request_duration
-            .get_or_create(&SourceLabel { source })
-            .observe(started.elapsed().as_secs_f64());
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
     }
+    let Some((source, topic)) = parse_path(rest) else {
+        return ApiError::bad_request(
+            "the webhook path must be /api/v1/webhooks/{source}[/{topic}], UTF-8",
+        )
+        .into_response();
+    };
+    if !state.pipeline.sources().contains_key(&source) {
+        // Not labelled by name: anyone can invent paths.
+        state.metrics.webhook("unknown", "unknown_source");
+        return ingest_error(IngestError::UnknownSource).into_response();
+    }
+    let _permit = match state.budget.try_acquire(&source, peer) {
+        Ok(permit) => permit,
+        Err(refused) => {
+            state
+                .metrics
+                .http_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: refused.reason(),
+                })
+                .inc();
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                "too many requests in flight; retry later",
+            )
+            .into_response();
+        }
+    };
+    let response = respond(state, request, source.clone(), topic, correlation_id).await;
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&SourceLabel { source })
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 
 async fn respond(
     state: &State,
     request: Request<Incoming>,
-    parsed: Option<(String, Option<String>)>,
+    source: String,
+    topic: Option<String>,
     correlation_id: &str,
 ) -> HttpResponse {
-    if request.method() != Method::POST {
-        return method_not_allowed("POST");
-    }
-    let Some((source, topic)) = parsed else {
-        return ApiError::bad_request(
-            "the webhook path must be /api/v1/webhooks/{source}[/{topic}], UTF-8",
-        )
-        .into_response();
-    };
     let received_at = Utc::now();
     let limit = state.limits.max_body_bytes;
     // Refuse a declared oversize body before reading a byte of it.
@@ -88,9 +108,27 @@ async fn respond(
         return too_large(state, limit);
     }
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, limit, state.limits.body_read_timeout).await {
+    let body = match read_body(body, limit, &state.limits).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => return too_large(state, limit),
+        Err(BodyError::TooSlow) => {
+            state
+                .metrics
+                .http_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: "body_too_slow",
+                })
+                .inc();
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body arrived slower than {} bytes per second",
+                    state.limits.body_min_rate_bytes_per_second
+                ),
+            )
+            .into_response();
+        }
         Err(BodyError::Timeout) => {
             state
                 .metrics
@@ -203,6 +241,11 @@ fn ingest_error(error: IngestError) -> ApiError {
         ),
         // The reason stays in the log: telling a forger why its signature failed helps it.
         IngestError::Rejected(_) => ApiError::unauthorized("signature verification failed"),
+        IngestError::PluginFault(crate::plugin::PluginFault::Busy(_)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_busy",
+            "the source plugin is at capacity; retry later",
+        ),
         IngestError::PluginFault(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "plugin_fault",
@@ -223,19 +266,59 @@ fn ingest_error(error: IngestError) -> ApiError {
 enum BodyError {
     TooLarge,
     Timeout,
+    TooSlow,
     Broken(String),
 }
 
-async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
-    let limited = Limited::new(body, limit);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(BodyError::Timeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(BodyError::TooLarge)
+/// Reads the whole body, refusing it past `limit` bytes, past the body timeout, or as
+/// soon as it falls behind the minimum rate: after the grace period, each frame must
+/// arrive before `grace + received / rate` from the start.
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    limits: &HttpLimits,
+) -> Result<Bytes, BodyError> {
+    let started = tokio::time::Instant::now();
+    let overall = started + limits.body_read_timeout;
+    let rate = limits.body_min_rate_bytes_per_second.max(1);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    loop {
+        let allowed = u64::try_from(received)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(1000)
+            / rate;
+        let behind = started + limits.body_rate_grace + Duration::from_millis(allowed);
+        let frame = match tokio::time::timeout_at(behind.min(overall), body.frame()).await {
+            Err(_) if behind < overall => return Err(BodyError::TooSlow),
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => return Err(BodyError::Broken(error.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers carry nothing a webhook needs.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received = received.saturating_add(data.len());
+        if received > limit {
+            return Err(BodyError::TooLarge);
         }
-        Ok(Err(error)) => Err(BodyError::Broken(error.to_string())),
+        if !data.is_empty() {
+            chunks.push(data);
+        }
     }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = BytesMut::with_capacity(received);
+            for chunk in chunks {
+                joined.extend_from_slice(&chunk);
+            }
+            joined.freeze()
+        }
+    })
 }
 
 #[cfg(test)]

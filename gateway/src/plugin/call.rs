@@ -4,11 +4,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
+use super::engine::EPOCH_TICK;
 use super::fault::{PluginFault, classify_trap};
+use super::guest_threads::Refusal;
 use super::load::{Plugin, PluginPre};
 use super::state::CallState;
 use super::types::{
@@ -134,7 +137,8 @@ impl Plugin {
                 instance,
                 body_len: request.body.len(),
                 limits: self.engine.shared.limits.output,
-                deadline_ticks: self.engine.shared.deadline_ticks,
+                // Counted from the end of instantiation (host work, not the plugin's).
+                deadline: Instant::now() + self.engine.shared.limits.timeout,
                 trapped: false,
             }),
             Err(e) => Err(classify_trap(&e, store.data())),
@@ -185,34 +189,55 @@ impl Plugin {
         Ok((processed, tenant))
     }
 
+    /// Runs `work` on the engine's guest threads, so async workers never run guest code:
+    /// within this plugin's cap of calls in flight (queued or running), and only if a
+    /// thread takes it within the queue-wait limit. Beyond either it is
+    /// [`PluginFault::Busy`]; work whose caller is gone is not run.
+    async fn on_guest_thread<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Plugin) -> T + Send + 'static,
+    ) -> Result<T, PluginFault> {
+        let limits = &self.engine.shared.limits;
+        let _slot = self.calls.clone().try_acquire_owned().map_err(|_| {
+            PluginFault::Busy(format!(
+                "{} calls of this plugin already in flight",
+                limits.max_calls_per_plugin
+            ))
+        })?;
+        let plugin = Arc::clone(self);
+        self.engine
+            .shared
+            .guests
+            .run(limits.queue_wait, move || work(&plugin))
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Panicked => PluginFault::Trap("plugin host panicked".into()),
+                Refusal::QueueWait => PluginFault::Busy(format!(
+                    "no guest thread free within {} ms",
+                    limits.queue_wait.as_millis()
+                )),
+            })
+    }
+
     /// [`process_for_tenant`](Self::process_for_tenant) on the engine's guest threads.
     pub async fn process_for_tenant_async(
         self: &Arc<Self>,
         input: OwnedCallInput,
         tenant_credentials: TenantLookup,
     ) -> Result<(Processed, Option<String>), PluginFault> {
-        let plugin = Arc::clone(self);
-        self.engine
-            .shared
-            .guests
-            .run(move || plugin.process_for_tenant(&input.as_input(), &*tenant_credentials))
-            .await
-            .unwrap_or_else(|| Err(PluginFault::Trap("plugin host panicked".into())))
+        self.on_guest_thread(move |plugin| {
+            plugin.process_for_tenant(&input.as_input(), &*tenant_credentials)
+        })
+        .await?
     }
 
-    /// [`process`](Self::process) on the engine's guest threads, so async workers never
-    /// run guest code.
+    /// [`process`](Self::process) on the engine's guest threads.
     pub async fn process_async(
         self: &Arc<Self>,
         input: OwnedCallInput,
     ) -> Result<Processed, PluginFault> {
-        let plugin = Arc::clone(self);
-        self.engine
-            .shared
-            .guests
-            .run(move || plugin.process(&input.as_input()))
-            .await
-            .unwrap_or_else(|| Err(PluginFault::Trap("plugin host panicked".into())))
+        self.on_guest_thread(move |plugin| plugin.process(&input.as_input()))
+            .await?
     }
 }
 
@@ -238,17 +263,9 @@ impl Plugin {
         self: &Arc<Self>,
         input: OwnedCallInput,
     ) -> Result<MapOutcome, MapFailure> {
-        let plugin = Arc::clone(self);
-        self.engine
-            .shared
-            .guests
-            .run(move || plugin.map_stored(&input.as_input()))
+        self.on_guest_thread(move |plugin| plugin.map_stored(&input.as_input()))
             .await
-            .unwrap_or_else(|| {
-                Err(MapFailure::Fault(PluginFault::Trap(
-                    "plugin host panicked".into(),
-                )))
-            })
+            .map_err(MapFailure::Fault)?
     }
 }
 
@@ -271,14 +288,16 @@ struct VerifyAnswer {
     key: Option<u32>,
 }
 
-/// One webhook's instance before verification. Each export call gets the engine's full
-/// timeout, so a caller may look up secrets (from `tenant_hint`) between calls.
+/// One webhook's instance before verification. Its exports share one deadline, the
+/// engine's timeout counted from the instance's start: a webhook gets one budget, not one
+/// per export.
 pub struct Call {
     store: Store<CallState>,
     instance: Instance,
     body_len: usize,
     limits: OutputLimits,
-    deadline_ticks: u64,
+    /// When the budget runs out.
+    deadline: Instant,
     /// Set when a call failed: a trapped instance must not run again.
     trapped: bool,
 }
@@ -310,7 +329,7 @@ impl Call {
     /// The tenant the delivery claims, read before verification to pick its secrets.
     pub fn tenant_hint(&mut self, settings: &Settings) -> Result<Option<String>, PluginFault> {
         self.ready()?;
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.arm_deadline()?;
         let result = match &self.instance {
             Instance::V0_1 { bindings, request } => {
                 bindings.call_tenant_hint(&mut self.store, request, settings)
@@ -324,6 +343,17 @@ impl Call {
             self.trapped = true;
             classify_trap(&e, self.store.data())
         })
+    }
+
+    /// Sets the epoch deadline to what is left of the webhook's budget; none left is a
+    /// timeout without running the export.
+    fn arm_deadline(&mut self) -> Result<(), PluginFault> {
+        let ticks = remaining_ticks(self.deadline, Instant::now()).ok_or_else(|| {
+            self.trapped = true;
+            PluginFault::Timeout
+        })?;
+        self.store.set_epoch_deadline(ticks);
+        Ok(())
     }
 
     fn ready(&self) -> Result<(), PluginFault> {
@@ -344,8 +374,8 @@ impl Call {
         settings: &Settings,
     ) -> Result<Result<VerifiedCall, VerifyError>, PluginFault> {
         self.ready()?;
+        self.arm_deadline()?;
         self.store.data_mut().set_credentials(credentials.clone());
-        self.store.set_epoch_deadline(self.deadline_ticks);
         let secrets = Handles::new(credentials.secrets.len());
         let keys = Handles::new(credentials.keys.len());
         let answer = match &self.instance {
@@ -421,7 +451,7 @@ impl VerifiedCall {
     /// checked against the contract and the output limits.
     pub fn map(mut self, settings: &Settings) -> Result<MapOutcome, MapFailure> {
         let call = &mut self.call;
-        call.store.set_epoch_deadline(call.deadline_ticks);
+        call.arm_deadline().map_err(MapFailure::Fault)?;
         let answer = match &call.instance {
             Instance::V0_1 { bindings, request } => {
                 match bindings.call_map(&mut call.store, request, settings) {
@@ -482,6 +512,19 @@ impl std::ops::Deref for Handles {
             Self::Heap(v) => v,
         }
     }
+}
+
+/// Epoch ticks from `now` to `deadline` (rounded up), none when it has passed.
+fn remaining_ticks(deadline: Instant, now: Instant) -> Option<u64> {
+    let left = deadline
+        .checked_duration_since(now)
+        .filter(|d| !d.is_zero())?;
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    Some(
+        u64::try_from(left.as_nanos().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .max(1),
+    )
 }
 
 #[cfg(test)]

@@ -29,6 +29,12 @@ pub struct PluginLimits {
     /// Instances that may be alive at once across all plugins; a call beyond it fails with
     /// [`PluginFault::Busy`](super::PluginFault::Busy) instead of waiting.
     pub max_instances: u32,
+    /// Longest a call may wait for a guest thread; beyond, it is
+    /// [`PluginFault::Busy`](super::PluginFault::Busy) without running.
+    pub queue_wait: Duration,
+    /// Calls of one plugin in flight (queued or running) at once; beyond, `Busy`: a slow
+    /// plugin cannot fill the queue for every other.
+    pub max_calls_per_plugin: usize,
     /// What a plugin may return for one webhook.
     pub output: OutputLimits,
 }
@@ -41,6 +47,8 @@ impl Default for PluginLimits {
             timeout: Duration::from_secs(1),
             memory_bytes: 64 << 20,
             max_instances: 256,
+            queue_wait: Duration::from_secs(2),
+            max_calls_per_plugin: 256,
             output: OutputLimits::default(),
         }
     }

@@ -8,6 +8,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread;
+use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -38,20 +39,39 @@ impl GuestThreads {
         Ok(Self { jobs })
     }
 
-    /// Runs `work` on one of the threads; `None` if it panicked (the thread carries on).
+    /// Runs `work` on one of the threads. Work whose caller is gone by the time a thread
+    /// takes it (the request was cancelled) is skipped, and so is work that waited in the
+    /// queue longer than `max_wait`: its sender has likely given up, and running it would
+    /// only make the queue longer for the next ones.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
+        max_wait: Duration,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Option<T> {
+    ) -> Result<T, Refusal> {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let queued = Instant::now();
         let job: Job = Box::new(move || {
-            if let Ok(value) = catch_unwind(AssertUnwindSafe(work)) {
-                let _ = reply.send(value);
+            if reply.is_closed() {
+                return;
             }
+            if queued.elapsed() > max_wait {
+                let _ = reply.send(Err(Refusal::QueueWait));
+                return;
+            }
+            let _ = reply.send(catch_unwind(AssertUnwindSafe(work)).map_err(|_| Refusal::Panicked));
         });
-        self.jobs.send(job).ok()?;
-        answer.await.ok()
+        self.jobs.send(job).map_err(|_| Refusal::Panicked)?;
+        answer.await.unwrap_or(Err(Refusal::Panicked))
     }
+}
+
+/// Why work did not run to an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// It panicked (a host bug; the thread carries on), or the threads are gone.
+    Panicked,
+    /// It waited in the queue longer than allowed and was not run.
+    QueueWait,
 }
 
 /// Guest threads for this machine: as many as it has cores, and two at least, so one
@@ -64,12 +84,14 @@ pub(crate) fn default_count() -> usize {
 mod tests {
     use super::*;
 
+    const WAIT: Duration = Duration::from_secs(5);
+
     #[tokio::test]
     async fn runs_work_off_the_calling_thread_and_returns_its_value() {
         let threads = GuestThreads::start(2).unwrap();
         let caller = thread::current().id();
         let (value, ran_on) = threads
-            .run(move || (6 * 7, thread::current().id()))
+            .run(WAIT, move || (6 * 7, thread::current().id()))
             .await
             .unwrap();
         assert_eq!(value, 42);
@@ -79,17 +101,77 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_job_answers_none_and_the_thread_serves_the_next_one() {
         let threads = GuestThreads::start(1).unwrap();
-        let panicked: Option<()> = threads.run(|| panic!("guest host bug")).await;
-        assert!(panicked.is_none());
-        assert_eq!(threads.run(|| "still serving").await, Some("still serving"));
+        let panicked: Result<(), _> = threads.run(WAIT, || panic!("guest host bug")).await;
+        assert_eq!(panicked, Err(Refusal::Panicked));
+        assert_eq!(
+            threads.run(WAIT, || "still serving").await,
+            Ok("still serving")
+        );
     }
 
     #[tokio::test]
     async fn threads_see_the_runtime_of_their_creator() {
         let threads = GuestThreads::start(1).unwrap();
         let inside = threads
-            .run(|| tokio::runtime::Handle::try_current().is_ok())
+            .run(WAIT, || tokio::runtime::Handle::try_current().is_ok())
             .await;
-        assert_eq!(inside, Some(true));
+        assert_eq!(inside, Ok(true));
+    }
+
+    /// Occupies the only thread until the returned sender is dropped or sent to.
+    async fn occupy(threads: &std::sync::Arc<GuestThreads>) -> std::sync::mpsc::Sender<()> {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let held = threads.clone();
+        tokio::spawn(async move {
+            held.run(WAIT, move || {
+                let _ = started.send(());
+                let _ = wait.recv_timeout(Duration::from_secs(10));
+            })
+            .await
+        });
+        running.await.expect("the blocker runs");
+        release
+    }
+
+    #[tokio::test]
+    async fn work_whose_caller_is_gone_is_skipped() {
+        let threads = std::sync::Arc::new(GuestThreads::start(1).unwrap());
+        let release = occupy(&threads).await;
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        // Queued behind the blocker, then abandoned, as a cancelled request does.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            threads.run(WAIT, move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst)
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err(), "it could not have run yet");
+        drop(release);
+        // Runs after the abandoned job: the queue is first in, first out.
+        assert_eq!(threads.run(WAIT, || ()).await, Ok(()));
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "cancelled work ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn work_that_waited_too_long_is_refused() {
+        let threads = std::sync::Arc::new(GuestThreads::start(1).unwrap());
+        let release = occupy(&threads).await;
+        let waiting = {
+            let threads = threads.clone();
+            tokio::spawn(async move { threads.run(Duration::from_millis(20), || "ran").await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(release);
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("answered")
+            .expect("joined");
+        assert_eq!(answer, Err(Refusal::QueueWait));
     }
 }

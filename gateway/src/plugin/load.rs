@@ -6,6 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -133,6 +134,8 @@ pub struct Plugin {
     sha256: [u8; 32],
     size: usize,
     compiled_from: CompiledFrom,
+    /// This plugin's calls in flight (`PluginLimits::max_calls_per_plugin`).
+    pub(crate) calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -189,10 +192,6 @@ pub struct LoadOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// A cached artifact starts with the SHA-256 of the rest, so a truncated or damaged file
-/// is recognised before wasmtime is asked to map it as code.
-const CHECKSUM_LEN: usize = 32;
-
 impl PluginEngine {
     /// Loads a plugin from its component bytes, without a compile cache.
     pub fn load(&self, wasm: &[u8]) -> Result<Arc<Plugin>, PluginLoadError> {
@@ -238,6 +237,12 @@ impl PluginEngine {
             sha256,
             size: wasm.len(),
             compiled_from,
+            calls: Arc::new(tokio::sync::Semaphore::new(
+                self.shared
+                    .limits
+                    .max_calls_per_plugin
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         }))
     }
 
@@ -286,13 +291,23 @@ impl PluginEngine {
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let file = dir.join(format!(
-            "{}-{:016x}.cwasm",
+        let name = format!(
+            "{}-{:016x}.{CACHE_EXTENSION}",
             hex::encode(sha256),
             hasher.finish()
-        ));
+        );
+        let file = dir.join(&name);
+        // Without a usable key (a directory someone else owns, a read-only disk) the cache
+        // is not used at all: compiling only costs time.
+        let key = cache_key(dir)
+            .inspect_err(|e| {
+                tracing::warn!(cache = %dir.display(), error = %e, "plugin compile cache unusable; compiling");
+            })
+            .ok();
 
-        if let Some(component) = self.read_cached(&file) {
+        if let Some(key) = &key
+            && let Some(component) = self.read_cached(&file, &name, key)
+        {
             return Ok((component, CompiledFrom::Cache));
         }
 
@@ -302,27 +317,33 @@ impl PluginEngine {
         // SAFETY: `artifact` was produced just now by this very engine.
         let component = unsafe { Component::deserialize(engine, &artifact) }
             .map_err(|e| PluginLoadError::Compile(one_line(&e)))?;
-        if let Err(e) = write_cached(dir, &file, &artifact) {
+        if let Some(key) = &key
+            && let Err(e) = write_cached(dir, &file, &name, key, &artifact)
+        {
             // The cache only saves time: a read-only or full disk must not stop loading.
             tracing::warn!(cache = %file.display(), error = %e, "cannot write the plugin compile cache");
         }
         Ok((component, CompiledFrom::Compiled))
     }
 
-    fn read_cached(&self, file: &Path) -> Option<Component> {
+    fn read_cached(&self, file: &Path, name: &str, key: &[u8; 32]) -> Option<Component> {
         let bytes = std::fs::read(file).ok()?;
-        if bytes.len() <= CHECKSUM_LEN {
+        if bytes.len() <= MAC_LEN {
             return None;
         }
-        let (sum, artifact) = bytes.split_at(CHECKSUM_LEN);
-        if Sha256::digest(artifact).as_slice() != sum {
-            tracing::warn!(cache = %file.display(), "ignoring a damaged plugin compile cache file");
+        let (mac, artifact) = bytes.split_at(MAC_LEN);
+        if cache_mac(key, name)
+            .chain_update(artifact)
+            .verify_slice(mac)
+            .is_err()
+        {
+            tracing::warn!(cache = %file.display(), "ignoring a plugin compile cache file this install did not write (or a damaged one)");
             return None;
         }
         // SAFETY: wasmtime runs a deserialized artifact as native code without checking
-        // it. The file's checksum matches, and its name binds it to these exact component
-        // bytes and to this engine's compatibility hash; the cache directory is trusted
-        // like the gateway binary itself (ops own it, plugins cannot reach it).
+        // it. The file carries the MAC of this install's key (kept in a 0700 directory of
+        // the gateway's user) over its name and bytes: only this gateway wrote it, for
+        // these exact component bytes and this engine's compatibility hash.
         match unsafe { Component::deserialize(&self.shared.engine, artifact) } {
             Ok(c) => Some(c),
             Err(e) => {
@@ -333,21 +354,105 @@ impl PluginEngine {
     }
 }
 
-fn write_cached(dir: &Path, file: &Path, artifact: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut contents = Vec::with_capacity(CHECKSUM_LEN + artifact.len());
-    contents.extend_from_slice(&Sha256::digest(artifact));
+/// Cache files: `<sha256>-<engine hash>.acwasm`, a MAC then the artifact.
+const CACHE_EXTENSION: &str = "acwasm";
+const MAC_LEN: usize = 32;
+/// The install's cache key, in the cache directory.
+const KEY_FILE: &str = "cache.key";
+
+fn cache_mac(key: &[u8; 32], name: &str) -> Hmac<Sha256> {
+    // A key of any length is accepted: this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(name.as_bytes());
+    mac.update(b"\0");
+    mac
+}
+
+/// Makes `dir` a directory of this user only (0700), refusing one another user owns,
+/// then reads its key, or makes one (32 random bytes, 0600) on first use.
+fn cache_key(dir: &Path) -> std::io::Result<[u8; 32]> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    // Linux: /proc/self is owned by the process's user.
+    if let Ok(me) = std::fs::metadata("/proc/self")
+        && meta.uid() != me.uid()
+    {
+        return Err(std::io::Error::other(format!(
+            "owned by uid {}, not this process's uid {}",
+            meta.uid(),
+            me.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let path = dir.join(KEY_FILE);
+    let read = |path: &Path| -> std::io::Result<[u8; 32]> {
+        let bytes = std::fs::read(path)?;
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| std::io::Error::other(format!("{} is not 32 bytes", path.display())))
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut file) => {
+            use chacha20poly1305::aead::{KeyInit, OsRng};
+            use std::io::Write;
+            let key: [u8; 32] =
+                chacha20poly1305::XChaCha20Poly1305::generate_key(&mut OsRng).into();
+            file.write_all(&key)?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another loader may be writing it this instant: give it a moment.
+            for _ in 0..50 {
+                if let Ok(key) = read(&path) {
+                    return Ok(key);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            read(&path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_cached(
+    dir: &Path,
+    file: &Path,
+    name: &str,
+    key: &[u8; 32],
+    artifact: &[u8],
+) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mac = cache_mac(key, name)
+        .chain_update(artifact)
+        .finalize()
+        .into_bytes();
+    let mut contents = Vec::with_capacity(MAC_LEN + artifact.len());
+    contents.extend_from_slice(&mac);
     contents.extend_from_slice(artifact);
     // Written aside then renamed, so a concurrent loader never reads half a file.
     let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        file.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("artifact"),
+        ".{name}.{}.{}.tmp",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     ));
-    std::fs::write(&tmp, &contents)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut out, &contents)?;
+    drop(out);
     std::fs::rename(&tmp, file).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })

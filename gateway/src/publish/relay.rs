@@ -273,6 +273,10 @@ impl Relay {
             Ok(stats) => {
                 self.metrics.outbox_backlog.set(stats.pending as i64);
                 self.metrics.dlq_size.set(stats.dead as i64);
+                self.metrics.outbox_counted_at_ms.store(
+                    chrono::Utc::now().timestamp_millis(),
+                    std::sync::atomic::Ordering::Release,
+                );
             }
             Err(error) => tracing::debug!(%error, "outbox stats unavailable"),
         }

@@ -8,6 +8,7 @@ mod e2e_delivery;
 mod e2e_embedded;
 mod e2e_errors;
 mod e2e_faults;
+mod e2e_hardening;
 mod e2e_production;
 mod e2e_reload;
 mod e2e_replay;

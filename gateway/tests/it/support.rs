@@ -42,6 +42,8 @@ pub struct Options {
     pub bus: String,
     /// More keys of the `[storage]` table.
     pub storage: String,
+    /// More keys of the `[plugins]` table (sandbox limits...).
+    pub plugins: String,
     pub redis_url: Option<String>,
     pub nats_url: Option<String>,
     pub storage_url: Option<String>,
@@ -59,6 +61,7 @@ impl Options {
             top: String::new(),
             bus: String::new(),
             storage: String::new(),
+            plugins: String::new(),
             redis_url: None,
             nats_url: None,
             storage_url: None,
@@ -240,6 +243,7 @@ subject_prefix = "{prefix}"
 dir = "{dir}/plugins.d"
 cache_dir = "{cache}"
 watch = {watch}
+{plugins_extra}
 
 [sources.shopify]
 secrets = ["{SHOPIFY_SECRET}"]
@@ -258,6 +262,7 @@ secrets = ["{STRIPE_SECRET}"]
         watch = options.watch,
         bus_extra = options.bus,
         storage_extra = options.storage,
+        plugins_extra = options.plugins,
     );
     let path = config_path(names);
     // Written aside and renamed over, as an operator's deploy would: the watcher must never

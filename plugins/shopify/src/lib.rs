@@ -75,9 +75,27 @@ impl SourcePlugin for Shopify {
                 mac.len()
             )));
         }
-        hookgate_plugin_sdk::hmac_verify(req, secrets, HashAlgorithm::Sha256, &[Part::Body], &[mac])
-            .map(Verified::by)
-            .ok_or_else(|| VerifyError::Mismatch("no configured secret signs this body".into()))
+        let verified = hookgate_plugin_sdk::hmac_verify(
+            req,
+            secrets,
+            HashAlgorithm::Sha256,
+            &[Part::Body],
+            &[mac],
+        )
+        .map(Verified::by)
+        .ok_or_else(|| VerifyError::Mismatch("no configured secret signs this body".into()))?;
+        // The signature covers only the body, so nothing binds the URL's topic to it: a
+        // body signed for one topic posted to another topic's URL would become that
+        // topic's event. Shopify always sends X-Shopify-Topic; when the URL names a
+        // different one, the URL was not Shopify's and the delivery is refused (401).
+        if let (Some(url), Some(header)) = (url_topic(req), shopify_header(req, "topic"))
+            && url != header
+        {
+            return Err(VerifyError::Rejected(format!(
+                "URL topic {url:?} contradicts X-Shopify-Topic {header:?}"
+            )));
+        }
+        Ok(verified)
     }
 
     fn map(req: &Request, _settings: &Settings) -> Result<MapOutcome, MapError> {
@@ -136,12 +154,20 @@ struct IdOnly<'a> {
     id: Option<&'a RawValue>,
 }
 
+/// The topic the URL names, normalised: `orders-create` stands for `orders/create`, since
+/// Shopify topics contain no `-`.
+fn url_topic(req: &Request) -> Option<String> {
+    match req.topic().map(str::trim).filter(|t| !t.is_empty())? {
+        path if path.contains('/') => Some(path.to_owned()),
+        path => Some(path.replace('-', "/")),
+    }
+}
+
 /// The topic from the URL (`orders-create` standing for `orders/create`, since Shopify
 /// topics contain no `-`), else from the topic header.
 fn topic(req: &Request) -> Result<String, MapError> {
-    let topic = match req.topic().map(str::trim).filter(|t| !t.is_empty()) {
-        Some(path) if path.contains('/') => path.to_owned(),
-        Some(path) => path.replace('-', "/"),
+    let topic = match url_topic(req) {
+        Some(path) => path,
         None => shopify_header(req, "topic")
             .ok_or_else(|| {
                 MapError::MissingField("topic: neither in the URL nor in X-Shopify-Topic".into())

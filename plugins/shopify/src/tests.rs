@@ -430,3 +430,35 @@ fn rfc3339_check_refuses_what_the_host_would() {
         assert!(!crate::fields::is_rfc3339(bad), "{bad}");
     }
 }
+
+#[test]
+fn verify_refuses_a_url_topic_that_contradicts_the_signed_header() {
+    // The signature covers only the body: a delivery replayed to another topic's URL must
+    // not become that topic's event. The header is as unsigned as the URL, but Shopify
+    // sets it, so a contradiction means the URL was changed.
+    let body = r#"{"id":6}"#;
+    let verify = |header: Option<&str>, url: Option<&str>| {
+        let headers: Vec<(&str, &str)> =
+            header.map(|h| ("X-Shopify-Topic", h)).into_iter().collect();
+        let (host, mut req) = signed(body, &headers);
+        if let Some(url) = url {
+            req = req.with_topic(url);
+        }
+        Shopify::verify(&req, &host.handles(), &[], &Settings::new())
+    };
+    let header = Some("orders/create");
+    assert!(matches!(
+        verify(header, Some("orders-updated")),
+        Err(VerifyError::Rejected(_))
+    ));
+    assert!(matches!(
+        verify(header, Some("orders/cancelled")),
+        Err(VerifyError::Rejected(_))
+    ));
+    for agreeing in ["orders-create", "orders/create"] {
+        assert!(verify(header, Some(agreeing)).is_ok(), "{agreeing}");
+    }
+    // Either alone is fine.
+    assert!(verify(header, None).is_ok());
+    assert!(verify(None, Some("orders-updated")).is_ok());
+}
