@@ -122,6 +122,21 @@ enum PluginsCommand {
     },
     /// Write the bundled plugins as .wasm files into a directory.
     Export { dir: PathBuf },
+    /// Start a plugin project (the GitHub plugin of that language, renamed) that builds
+    /// with its `build.sh` and passes its own fixtures as it is.
+    New {
+        /// The plugin's name, which is also its source's name (`acme-billing`).
+        name: String,
+        #[arg(long, value_enum)]
+        lang: plugin::scaffold::Lang,
+        /// Where to write it (default: ./NAME); must be absent or empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: the path of hookgate-plugin-sdk (default: the one this binary was built
+        /// beside).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -211,6 +226,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins {
             command: PluginsCommand::Test { plugin, fixtures },
         } => plugins_test(&plugin, fixtures),
+        Command::Plugins {
+            command:
+                PluginsCommand::New {
+                    name,
+                    lang,
+                    dir,
+                    sdk,
+                },
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = sdk.unwrap_or_else(plugin::scaffold::default_sdk_path);
+            match plugin::scaffold::scaffold(&name, lang, &dir, &sdk) {
+                Ok(files) => {
+                    for file in files {
+                        println!("{}", file.display());
+                    }
+                    println!(
+                        "next: {0}/build.sh, then hookgate plugins test {0}/target/{name}.wasm --fixtures {0}/{name}.fixtures.json",
+                        dir.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("hookgate: {error}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::Plugins {
             command: PluginsCommand::Export { dir },
         } => {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::engine::PluginEngine;
-use super::load::{Contract, LoadOptions, PluginLoadError};
+use super::load::{Contract, LoadOptions, Plugin, PluginLoadError, PluginPre};
 use super::types::Metadata;
 
 /// What `plugins check` reports about a plugin that loaded.
@@ -18,6 +18,9 @@ pub struct CheckReport {
     pub size: usize,
     /// The contract version it was built against.
     pub contract: Contract,
+    /// The interfaces the component imports, as it names them: the contract's, and any
+    /// WASI ones its toolchain added (linked, but granting nothing).
+    pub imports: Vec<String>,
 }
 
 impl fmt::Display for CheckReport {
@@ -34,6 +37,7 @@ impl fmt::Display for CheckReport {
             "contract:     hookgate:plugin@{}",
             self.contract.version()
         )?;
+        writeln!(f, "imports:      {}", self.imports.join(", "))?;
         write!(f, "exports:      metadata, tenant-hint, verify, map: OK")
     }
 }
@@ -51,5 +55,20 @@ pub fn check_file(engine: &PluginEngine, path: &Path) -> Result<CheckReport, Plu
         sha256: plugin.sha256_hex(),
         size: plugin.size(),
         contract: plugin.contract(),
+        imports: imports(&plugin),
     })
+}
+
+/// The component's import names, in the order it declares them.
+fn imports(plugin: &Plugin) -> Vec<String> {
+    let component = match &plugin.pre {
+        PluginPre::V0_1(pre) => pre.instance_pre().component(),
+        PluginPre::V0_2(pre) => pre.instance_pre().component(),
+    };
+    let engine = &plugin.engine.shared.engine;
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }

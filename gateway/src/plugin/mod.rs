@@ -13,6 +13,7 @@ mod fixtures;
 mod guest_threads;
 mod load;
 mod registry;
+pub mod scaffold;
 mod state;
 mod types;
 mod v0_1;

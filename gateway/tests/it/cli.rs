@@ -44,6 +44,22 @@ fn plugins_export_then_check_prints_metadata() {
             String::from_utf8_lossy(&check.stderr)
         );
         assert!(text.contains(name) && text.contains("0.1.0"), "{text}");
+        // What an author checks first: which contract, what it imports, how big.
+        assert!(
+            text.contains("contract:     hookgate:plugin@0.2.0"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("imports:")
+                && l.contains("hookgate:plugin/host@0.2.0")
+                && l.contains("hookgate:plugin/types@0.2.0")),
+            "{text}"
+        );
+        let size = std::fs::metadata(&path).expect("exported file").len();
+        assert!(
+            text.contains(&format!("size:         {size} bytes")),
+            "{text}"
+        );
     }
 }
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds github-js.wasm with the pinned componentize-js (package-lock.json), installed
+# once with `npm ci` into a cache directory keyed by the lock file's hash.
+#
+#   examples/plugins/github-js/build.sh [OUT.wasm]     (default: target/plugins/github-js.wasm)
+#
+# HOOKGATE_TOOLS_DIR moves the tool cache (default: target/plugin-tools in the repository).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+out="${1:-$root/target/plugins/github-js.wasm}"
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+
+command -v npm >/dev/null || { echo "build.sh: npm not found; install Node.js 18 or later" >&2; exit 1; }
+lock_hash="$(sha256sum "$here/package-lock.json" | cut -c1-16)"
+tools="${HOOKGATE_TOOLS_DIR:-$root/target/plugin-tools}/componentize-js-$lock_hash"
+if [ ! -f "$tools/.installed" ]; then
+  mkdir -p "$tools"
+  cp "$here/package.json" "$here/package-lock.json" "$tools/"
+  if ! (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error >&2); then
+    echo "build.sh: cannot install componentize-js from npm (see above); is the registry reachable?" >&2
+    exit 1
+  fi
+  touch "$tools/.installed"
+fi
+
+mkdir -p "$(dirname "$out")"
+# componentize-js only reads files under the working directory: run it from the root.
+# The plugin needs none of WASI's stdio, random, clocks or HTTP: leaving them out keeps the
+# component's imports to the contract.
+cd "$root"
+"$tools/node_modules/.bin/componentize-js" "examples/plugins/github-js/github.js" \
+  --wit wit --world-name source-plugin \
+  --disable stdio random clocks http fetch-event \
+  --out "$out" >&2
+echo "$out"
