@@ -77,7 +77,7 @@ fn files(lang: Lang) -> &'static [(&'static str, &'static str, bool)] {
         Lang::Js => &[
             (
                 "plugin.js",
-                include_str!("../../templates/js/plugin.js"),
+                include_str!("../../../examples/plugins/github-js/github.js"),
                 false,
             ),
             (
@@ -100,7 +100,7 @@ fn files(lang: Lang) -> &'static [(&'static str, &'static str, bool)] {
         Lang::Python => &[
             (
                 "app.py",
-                include_str!("../../templates/python/app.py"),
+                include_str!("../../../examples/plugins/github-py/app.py"),
                 false,
             ),
             (
@@ -151,8 +151,12 @@ pub fn scaffold(
     }
     let crate_name = name.replace('-', "_");
     let sdk = sdk.display().to_string();
+    // The JavaScript and Python projects are the GitHub examples themselves (tested end to
+    // end), renamed: their plugin names occur once, in their metadata.
     let fill = |text: &str| {
         text.replace("{{name}}", name)
+            .replace("'github-js'", &format!("'{name}'"))
+            .replace("\"github-py\"", &format!("\"{name}\""))
             .replace("{{crate}}", &crate_name)
             .replace("{{sdk}}", &sdk)
     };
