@@ -189,7 +189,7 @@ impl Pipeline {
             .cloned()
             .ok_or(IngestError::UnknownSource)?;
         let request = Arc::new(std::mem::take(&mut delivery.request));
-        let (processed, tenant) = self
+        let (processed, tenant_ids) = self
             .call_plugin(&source, request.clone(), &delivery.correlation_id)
             .await?;
         let (mapped, matched_secret, matched_key) = match processed {
@@ -204,14 +204,7 @@ impl Pipeline {
             } => (mapped, matched_secret, matched_key),
         };
         tracing::debug!(source = %source.name, correlation_id = %delivery.correlation_id, ?matched_secret, ?matched_key, "webhook verified");
-        let ids = match &tenant {
-            Some(tenant) => self
-                .tenant_secrets
-                .get(&source.name, tenant)
-                .map(|t| t.ids)
-                .unwrap_or_else(|| Arc::from([])),
-            None => source.secret_ids.clone(),
-        };
+        let ids = tenant_ids.unwrap_or_else(|| source.secret_ids.clone());
         if let Some(id) = matched_secret.and_then(|i| ids.get(i)) {
             self.secret_matched(&source.name, id, delivery.received_at);
         }
@@ -241,7 +234,7 @@ impl Pipeline {
         source: &Arc<SourceRuntime>,
         request: Arc<WebhookRequest>,
         correlation_id: &str,
-    ) -> Result<(Processed, Option<String>), IngestError> {
+    ) -> Result<(Processed, Option<Arc<[String]>>), IngestError> {
         let started = Instant::now();
         let input = OwnedCallInput {
             request,
@@ -250,12 +243,15 @@ impl Pipeline {
             now_unix_seconds: None,
             correlation_id: correlation_id.to_owned(),
         };
-        // Only a source some tenant holds secrets for pays for the `tenant-hint` call.
-        let result = if self.tenant_secrets.has_tenants(&source.name) {
-            let lookup = self
-                .tenant_secrets
-                .lookup_for(&source.name, &source.credentials);
-            source.plugin.process_for_tenant_async(input, lookup).await
+        // Only a source some tenant holds secrets for pays for the `tenant-hint` call. The
+        // result carries the ids of the tenant secrets it was verified with, if any.
+        let result = if let Some(tenants) = self.tenant_secrets.for_source(&source.name) {
+            let lookup = tenants.lookup(&source.credentials);
+            source
+                .plugin
+                .process_for_tenant_async(input, lookup)
+                .await
+                .map(|(processed, tenant)| (processed, tenant.and_then(|t| tenants.ids(&t))))
         } else {
             source
                 .plugin

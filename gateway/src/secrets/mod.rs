@@ -150,7 +150,31 @@ pub struct TenantCredentials {
     pub ids: Arc<[String]>,
 }
 
-type BySource = HashMap<String, HashMap<String, TenantCredentials>>;
+type BySource = HashMap<String, Arc<HashMap<String, TenantCredentials>>>;
+
+/// One source's tenants with secrets, from one refresh.
+pub struct SourceTenants(Arc<HashMap<String, TenantCredentials>>);
+
+impl SourceTenants {
+    /// A lookup for the plugin call: the tenant's secrets with the source's keys, signed
+    /// URL and grants.
+    pub fn lookup(&self, base: &Credentials) -> TenantLookup {
+        let tenants = self.0.clone();
+        let base = base.clone();
+        Arc::new(move |tenant: &str| {
+            let found = tenants.get(tenant)?;
+            Some(Credentials {
+                secrets: found.secrets.clone(),
+                ..base.clone()
+            })
+        })
+    }
+
+    /// The fingerprints of `tenant`'s secrets, in the order the lookup hands them over.
+    pub fn ids(&self, tenant: &str) -> Option<Arc<[String]>> {
+        self.0.get(tenant).map(|t| t.ids.clone())
+    }
+}
 
 /// Every tenant's opened secrets, by source and tenant.
 pub struct TenantSecrets {
@@ -186,30 +210,21 @@ impl TenantSecrets {
         }
     }
 
-    /// Whether any tenant of `source` has secrets: only then is the plugin asked for the
-    /// delivery's tenant.
+    /// Whether any tenant of `source` has secrets.
     pub fn has_tenants(&self, source: &str) -> bool {
-        self.snapshot().get(source).is_some_and(|t| !t.is_empty())
+        self.for_source(source).is_some()
     }
 
-    /// The opened secrets of `tenant` of `source`.
-    pub fn get(&self, source: &str, tenant: &str) -> Option<TenantCredentials> {
-        self.snapshot().get(source)?.get(tenant).cloned()
-    }
-
-    /// A lookup for the plugin call: the tenant's secrets with the source's keys, signed
-    /// URL and grants.
-    pub fn lookup_for(self: &Arc<Self>, source: &str, base: &Credentials) -> TenantLookup {
-        let snapshot = self.snapshot();
-        let source = source.to_owned();
-        let base = base.clone();
-        Arc::new(move |tenant: &str| {
-            let found = snapshot.get(&source)?.get(tenant)?;
-            Some(Credentials {
-                secrets: found.secrets.clone(),
-                ..base.clone()
-            })
-        })
+    /// The tenants of `source` with secrets, as they are now, or none: only then is the
+    /// plugin asked for the delivery's tenant. One webhook reads one view, so the secrets
+    /// it is verified with and the ids a match is counted under cannot come from two
+    /// different refreshes.
+    pub fn for_source(&self, source: &str) -> Option<SourceTenants> {
+        self.snapshot()
+            .get(source)
+            .filter(|tenants| !tenants.is_empty())
+            .cloned()
+            .map(SourceTenants)
     }
 
     /// Reads the table again if it changed since the last read (or always, if `force`).
@@ -220,7 +235,7 @@ impl TenantSecrets {
             return Ok(());
         }
         let rows = self.store.list_tenant_secrets().await?;
-        let mut by_source: BySource = HashMap::new();
+        let mut by_source: HashMap<String, HashMap<String, TenantCredentials>> = HashMap::new();
         let mut unopened = 0usize;
         for row in rows {
             let mut secrets = Vec::new();
@@ -259,7 +274,12 @@ impl TenantSecrets {
                 "tenant secrets that cannot be opened (no {KEY_VAR}, another key, or altered): their tenants' webhooks fail verification"
             );
         }
-        let snapshot = Arc::new(by_source);
+        let snapshot: Arc<BySource> = Arc::new(
+            by_source
+                .into_iter()
+                .map(|(source, tenants)| (source, Arc::new(tenants)))
+                .collect(),
+        );
         match self.snapshot.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
