@@ -1,8 +1,8 @@
 //! The one wasmtime engine of the process: configuration (component model, epoch
 //! deadlines, pooling allocator), the epoch ticker thread and the shared linker.
 
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub struct PluginLimits {
     /// Wall-clock budget of one webhook's calls (tenant-hint, verify and map together),
     /// enforced to within a few epoch ticks.
     pub timeout: Duration,
-    /// Linear memory one instance may grow to.
+    /// Linear memory one instance may hold, all its memories together.
     pub memory_bytes: usize,
     /// Instances that may be alive at once across all plugins; a call beyond it fails with
     /// [`PluginFault::Busy`](super::PluginFault::Busy) instead of waiting.
@@ -80,6 +80,8 @@ pub(crate) struct EngineShared {
     pub(crate) guests: GuestThreads,
     /// Dropping the sender tells the ticker thread to stop.
     _stop_ticker: mpsc::Sender<()>,
+    /// The ticker thread's name, unique to this engine (Linux keeps 15 bytes of it).
+    ticker_name: String,
 }
 
 /// The plugin engine: one per process, cheap to clone.
@@ -141,8 +143,11 @@ impl PluginEngine {
             .max_memory_size(limits.memory_bytes)
             // A fresh instance per webhook reuses a slot each time; resetting only the
             // pages the last instance dirtied (PAGEMAP_SCAN, Linux 6.7+) and keeping them
-            // resident spares each webhook dozens of page faults.
-            .pagemap_scan(Enabled::Auto)
+            // resident spares each webhook dozens of page faults. But wasmtime's scan only
+            // resets dirty pages that are present: one swapped out would keep the last
+            // webhook's bytes for the next instance in the slot (wasmtime PR #14357, not
+            // in 48.x). So the scan is used only where nothing can be swapped out.
+            .pagemap_scan(pagemap_scan_setting(&read_proc_swaps()))
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES.min(limits.memory_bytes))
             .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
 
@@ -168,8 +173,11 @@ impl PluginEngine {
 
         let (stop, stopped) = mpsc::channel::<()>();
         let ticking = engine.clone();
+        // Numbered, so that one engine's ticker can be told from another's in `/proc`.
+        static ENGINES: AtomicU32 = AtomicU32::new(0);
+        let ticker_name = format!("hg-epoch-{}", ENGINES.fetch_add(1, Ordering::Relaxed));
         thread::Builder::new()
-            .name("hookgate-plugin-epoch".into())
+            .name(ticker_name.clone())
             .spawn(move || {
                 // Ends when every sender is gone, i.e. when the engine is dropped.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
@@ -193,6 +201,7 @@ impl PluginEngine {
                 deadline_ticks,
                 guests,
                 _stop_ticker: stop,
+                ticker_name,
             }),
         })
     }
@@ -201,6 +210,29 @@ impl PluginEngine {
     pub fn limits(&self) -> &PluginLimits {
         &self.shared.limits
     }
+}
+
+/// Whether a slot may be reset by scanning for dirty pages: only when the host has no
+/// active swap device (`/proc/swaps` lists none), since a swapped-out dirty page escapes the
+/// scan. Where that cannot be read, the memset-and-decommit reset, which is always correct.
+fn pagemap_scan_setting(proc_swaps: &Option<String>) -> Enabled {
+    let swap_active = match proc_swaps {
+        // The first line is the column header.
+        Some(table) => table.lines().skip(1).any(|line| !line.trim().is_empty()),
+        None => true,
+    };
+    if swap_active {
+        tracing::info!(
+            "swap is active (or /proc/swaps unreadable): plugin memory is reset without PAGEMAP_SCAN"
+        );
+        Enabled::No
+    } else {
+        Enabled::Auto
+    }
+}
+
+fn read_proc_swaps() -> Option<String> {
+    std::fs::read_to_string("/proc/swaps").ok()
 }
 
 /// Replaces WASI's clock subscriptions with traps. Waiting happens in host code, where
@@ -238,38 +270,101 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    /// Threads of this process whose name is the ticker's (truncated to 15 bytes by
-    /// Linux).
-    fn ticker_threads() -> usize {
+    /// Whether a thread of this process has this name (truncated to 15 bytes by Linux).
+    fn thread_named(name: &str) -> bool {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return 0;
+            return false;
         };
+        let name = &name[..name.len().min(15)];
         tasks
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|comm| comm.trim_end() == "hookgate-plugin")
-            .count()
+            .any(|comm| comm.trim_end() == name)
+    }
+
+    /// A component of `memories` core modules, each defining one memory of `mib` MiB.
+    fn component_with_memories(memories: u32, mib: u64) -> Vec<u8> {
+        use wasm_encoder::{Component, InstanceSection, MemorySection, MemoryType, Module};
+        let mut component = Component::new();
+        let mut instances = InstanceSection::new();
+        for index in 0..memories {
+            let mut section = MemorySection::new();
+            section.memory(MemoryType {
+                minimum: mib * 16,
+                maximum: None,
+                memory64: false,
+                shared: false,
+                page_size_log2: None,
+            });
+            let mut module = Module::new();
+            module.section(&section);
+            component.section(&wasm_encoder::ModuleSection(&module));
+            instances.instantiate(index, Vec::<(&str, wasm_encoder::ModuleArg)>::new());
+        }
+        component.section(&instances);
+        component.finish()
+    }
+
+    #[test]
+    fn the_memory_cap_holds_for_all_memories_of_an_instance_together() {
+        let engine = PluginEngine::new(PluginLimits {
+            max_instances: 2,
+            memory_bytes: 64 << 20,
+            ..PluginLimits::default()
+        })
+        .unwrap();
+        let instantiate = |memories, mib| {
+            let bytes = component_with_memories(memories, mib);
+            let component =
+                wasmtime::component::Component::new(&engine.shared.engine, &bytes).unwrap();
+            let mut store = engine.new_store("memories".into(), "test", None);
+            let result = engine.shared.linker.instantiate(&mut store, &component);
+            (result.is_ok(), store.data().memory_exhausted())
+        };
+        // Each memory is under the 64 MiB cap; only their sum tells the cases apart.
+        assert_eq!(instantiate(2, 24), (true, false), "48 MiB in two memories");
+        assert_eq!(instantiate(2, 40), (false, true), "80 MiB in two memories");
+        assert_eq!(
+            instantiate(3, 24),
+            (false, true),
+            "72 MiB in three memories"
+        );
+    }
+
+    #[test]
+    fn pagemap_scan_only_without_swap() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(matches!(
+            pagemap_scan_setting(&Some(header.to_owned())),
+            Enabled::Auto
+        ));
+        let with_swap = format!("{header}/dev/zram0  partition\t8388604\t0\t100\n");
+        assert!(matches!(
+            pagemap_scan_setting(&Some(with_swap)),
+            Enabled::No
+        ));
+        assert!(matches!(pagemap_scan_setting(&None), Enabled::No));
     }
 
     #[test]
     fn ticker_stops_when_the_engine_is_dropped() {
-        let before = ticker_threads();
         let engine = PluginEngine::new(PluginLimits {
             max_instances: 2,
             ..PluginLimits::default()
         })
         .unwrap();
+        let ticker = engine.shared.ticker_name.clone();
         // The thread names itself once it runs: wait for that, within bounds.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while ticker_threads() == before && Instant::now() < deadline {
+        while !thread_named(&ticker) && Instant::now() < deadline {
             thread::sleep(EPOCH_TICK);
         }
-        assert_eq!(ticker_threads(), before + 1);
+        assert!(thread_named(&ticker), "{ticker} never started");
         drop(engine);
         let deadline = Instant::now() + Duration::from_secs(2);
-        while ticker_threads() > before && Instant::now() < deadline {
+        while thread_named(&ticker) && Instant::now() < deadline {
             thread::sleep(EPOCH_TICK);
         }
-        assert_eq!(ticker_threads(), before, "ticker thread still running");
+        assert!(!thread_named(&ticker), "{ticker} still running");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use hookgate_plugin_sdk::{HashAlgorithm, LogLevel, Part, SecretEncoding, SignatureAlgorithm};
 use subtle::ConstantTimeEq;
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
@@ -302,19 +302,23 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
-/// `StoreLimits` plus a record of whether the cap was reached, which is how a memory hog
-/// is told apart from any other trap.
+/// The memory cap of one instance: every linear memory of the component counts against one
+/// budget. A component may have up to four memories, and the pooling allocator bounds each
+/// on its own; a cap per memory would let a plugin hold four times its budget. Also records
+/// whether the cap was reached, which is how a memory hog is told apart from any other trap.
 pub(crate) struct MemoryCap {
-    inner: StoreLimits,
     max: usize,
+    /// Bytes of every linear memory of the store so far (wasmtime asks before creating a
+    /// memory too, with `current` 0, so initial sizes count).
+    total: usize,
     hit: bool,
 }
 
 impl MemoryCap {
     fn new(max: usize) -> Self {
         Self {
-            inner: StoreLimitsBuilder::new().memory_size(max).build(),
             max,
+            total: 0,
             hit: false,
         }
     }
@@ -327,10 +331,11 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.inner.memory_growing(current, desired, maximum)?
-            && desired <= self.max
-            && maximum.is_none_or(|m| desired <= m);
-        if !allowed {
+        let total = (self.total - current.min(self.total)).saturating_add(desired);
+        let allowed = total <= self.max && maximum.is_none_or(|m| desired <= m);
+        if allowed {
+            self.total = total;
+        } else {
             self.hit = true;
         }
         Ok(allowed)
@@ -338,11 +343,13 @@ impl ResourceLimiter for MemoryCap {
 
     fn table_growing(
         &mut self,
-        current: usize,
+        _current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.inner.table_growing(current, desired, maximum)?;
+        // Tables are bounded by the pooling allocator's slots; only the module's own
+        // maximum is checked here.
+        let allowed = maximum.is_none_or(|m| desired <= m);
         if !allowed {
             self.hit = true;
         }
@@ -571,6 +578,20 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn memory_cap_counts_every_memory_of_the_instance() {
+        let mut cap = MemoryCap::new(4 << 20);
+        // Two memories created at 1 MiB and 2 MiB: 3 MiB of 4.
+        assert!(cap.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(cap.memory_growing(0, 2 << 20, None).unwrap());
+        // The first may grow by 1 MiB, not by 2: each alone would be under the cap.
+        assert!(!cap.memory_growing(1 << 20, 3 << 20, None).unwrap());
+        assert!(cap.hit);
+        assert!(cap.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        // A third memory finds the budget spent.
+        assert!(!cap.memory_growing(0, 1 << 16, None).unwrap());
     }
 
     #[test]
