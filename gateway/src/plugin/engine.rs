@@ -94,6 +94,7 @@ impl std::fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginEngine")
             .field("limits", &self.shared.limits)
+            .field("ticker", &self.shared.ticker_name)
             .finish_non_exhaustive()
     }
 }
