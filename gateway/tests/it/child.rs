@@ -447,7 +447,9 @@ impl Outcome {
     /// The entry id of a 2xx answer.
     pub fn acknowledged(&self) -> Option<&str> {
         match self {
-            Outcome::Answered { status, body, .. } if (200..300).contains(status) => body["id"].as_str(),
+            Outcome::Answered { status, body, .. } if (200..300).contains(status) => {
+                body["id"].as_str()
+            }
             _ => None,
         }
     }
@@ -470,6 +472,8 @@ pub struct Running {
     pub acked: Arc<AtomicUsize>,
     /// Answers of any status so far.
     pub answered: Arc<AtomicUsize>,
+    /// The longest wait for an answer so far, in milliseconds.
+    pub slowest_ms: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Vec<Outcome>>,
 }
@@ -489,11 +493,9 @@ impl Load {
     pub fn start(self, webhooks: Arc<Vec<SignedWebhook>>) -> Running {
         let acked = Arc::new(AtomicUsize::new(0));
         let answered = Arc::new(AtomicUsize::new(0));
+        let slowest_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let outcomes = Arc::new(std::sync::Mutex::new(vec![
-            Outcome::Unsent;
-            webhooks.len()
-        ]));
+        let outcomes = Arc::new(std::sync::Mutex::new(vec![Outcome::Unsent; webhooks.len()]));
         let next = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + self.limit;
         let load = Arc::new(self);
@@ -506,8 +508,13 @@ impl Load {
                 outcomes.clone(),
                 next.clone(),
             );
-            let (acked, answered, stop, client) =
-                (acked.clone(), answered.clone(), stop.clone(), client.clone());
+            let (acked, answered, stop, client) = (
+                acked.clone(),
+                answered.clone(),
+                stop.clone(),
+                client.clone(),
+            );
+            let slowest_ms = slowest_ms.clone();
             senders.push(tokio::spawn(async move {
                 loop {
                     if stop.load(Ordering::Acquire) || Instant::now() > deadline {
@@ -521,11 +528,14 @@ impl Load {
                     let mut outcome = Outcome::Unsent;
                     for attempt in 0..tries {
                         let target = (n + attempt) % load.targets.len();
+                        let began = Instant::now();
                         let sent = tokio::time::timeout(
                             load.request_timeout,
                             client.post_webhook(&load.targets[target], webhook),
                         )
                         .await;
+                        let waited = u64::try_from(began.elapsed().as_millis()).unwrap_or(0);
+                        slowest_ms.fetch_max(waited, Ordering::AcqRel);
                         outcome = match sent {
                             Ok(Ok(reply)) => Outcome::Answered {
                                 status: reply.status,
@@ -561,6 +571,7 @@ impl Load {
         Running {
             acked,
             answered,
+            slowest_ms,
             stop,
             task,
         }
@@ -695,7 +706,10 @@ pub async fn assert_exactly_once(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (raw, ids) = ledger.published_ids().await;
     let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "ids in the stream more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "ids in the stream more than once: {twice:?}"
+    );
     let foreign: Vec<_> = ids
         .keys()
         .filter(|id| !stored.contains(id.as_str()))

@@ -28,7 +28,9 @@ async fn sigkill_mid_load_loses_nothing_acknowledged_and_publishes_once() {
     let load_began = Instant::now();
     let running = load.start(webhooks.clone());
     assert!(
-        running.wait_acked(KILL_AFTER, Duration::from_secs(40)).await,
+        running
+            .wait_acked(KILL_AFTER, Duration::from_secs(40))
+            .await,
         "{KILL_AFTER} acknowledgements before the kill:\n{}",
         tail(&gateway.log, 20)
     );
@@ -84,7 +86,11 @@ async fn sigkill_mid_load_loses_nothing_acknowledged_and_publishes_once() {
             .acknowledged()
             .unwrap_or_else(|| panic!("the re-send of {} is accepted: {outcome:?}", keys[*n]));
         if let Some(stored) = entries.get(&keys[*n]) {
-            assert_eq!(id, stored.as_str(), "a re-send of a stored webhook names its entry");
+            assert_eq!(
+                id,
+                stored.as_str(),
+                "a re-send of a stored webhook names its entry"
+            );
             duplicates += 1;
         }
         all[*n] = outcome.clone();
