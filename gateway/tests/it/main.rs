@@ -10,6 +10,7 @@ mod e2e_delivery;
 mod e2e_embedded;
 mod e2e_errors;
 mod e2e_faults;
+mod e2e_full_disk;
 mod e2e_hardening;
 mod e2e_plugin_langs;
 mod e2e_production;
