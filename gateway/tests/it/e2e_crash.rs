@@ -159,12 +159,12 @@ async fn instances_with_one_killed(count: usize, restart: bool) {
     load.limit = Duration::from_secs(50);
     load.request_timeout = Duration::from_secs(10);
     load.failover = true;
-    // Paced so that the load outlasts the kill (and the restart).
-    load.pace = Duration::from_millis(20);
+    // Paced (about 100 a second) so that the load outlasts the kill and the restart.
+    load.pace = Duration::from_millis(450);
     let running = load.start(Arc::new(webhooks));
     assert!(
-        running.wait_acked(150, Duration::from_secs(40)).await,
-        "150 acknowledgements before the cut"
+        running.wait_acked(200, Duration::from_secs(40)).await,
+        "200 acknowledgements before the cut"
     );
     nats.cut();
     let cut_at = Instant::now();
@@ -185,13 +185,18 @@ async fn instances_with_one_killed(count: usize, restart: bool) {
         .filter(|(_, _, status)| status == "pending")
         .map(|(id, entry, _)| (id, entry))
         .collect();
-    let mut restarted_in = None;
+    let mut restarted = None;
     if restart {
         tokio::time::sleep(Duration::from_millis(500)).await;
         nats.restore();
         let began = Instant::now();
         instances[0].restart().await;
-        restarted_in = Some(began.elapsed());
+        let acked = running.acked.load(Ordering::Acquire);
+        assert!(
+            acked < WEBHOOKS,
+            "the load still runs when the victim is back"
+        );
+        restarted = Some((began.elapsed(), acked));
     }
     let outcomes = running.finish().await;
     let tally = Tally::of(&outcomes);
@@ -209,7 +214,7 @@ async fn instances_with_one_killed(count: usize, restart: bool) {
         .iter()
         .filter(|o| matches!(o, Outcome::Answered { target: 0, .. }))
         .count();
-    // Of those, the events of webhooks the victim itself acknowledged: its leftovers, which
+    // The pending events of webhooks the victim itself acknowledged: its leftovers, which
     // only another instance (or its own restart) can publish.
     let victim_entries: std::collections::HashSet<&str> = outcomes
         .iter()
@@ -237,9 +242,9 @@ async fn instances_with_one_killed(count: usize, restart: bool) {
     eprintln!(
         "{count} instances: victim cut from NATS {cut_for:?} then SIGKILLed at \
          {acked_at_kill} acknowledged (it answered {by_victim}); {} events pending at the \
-         kill, {left_by_victim} of them the victim's own; restarted: {restarted_in:?}; all published {drained_in:?} after the kill: \
-         {raw} messages, {distinct} distinct ids, {events} stored events; {tally:?}; \
-         total {:?}",
+         kill, {left_by_victim} of them the victim's own; restarted (ready in, acknowledged \
+         by then): {restarted:?}; all published {drained_in:?} after the kill: {raw} \
+         messages, {distinct} distinct ids, {events} stored events; {tally:?}; total {:?}",
         pending_at_kill.len(),
         started.elapsed()
     );
