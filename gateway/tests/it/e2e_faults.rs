@@ -476,8 +476,8 @@ async fn postgres_stopped_and_restarted_under_load_loses_nothing() {
         assert_exactly_once(&ledger, &outage.keys, &all, Duration::from_secs(30)).await;
     eprintln!(
         "PostgreSQL down {:?} under load: {} answered meanwhile ({} of them 2xx), {} \
-         503s in all ({stored_despite_503} of those had been stored: their commit landed \
-         before the answer was lost); slowest answer {:?}; next ack {:?} after the restart; {raw} messages, \
+         503s in all ({stored_despite_503} of them stored all the same: the commit landed, \
+         the answer did not); slowest answer {:?}; next ack {:?} after the restart; {raw} messages, \
          {distinct} distinct ids, {events} events; {tally:?}; total {:?}",
         outage.down_for,
         outage.answered_during,
