@@ -196,11 +196,11 @@ impl Harness {
     }
 }
 
-fn config_path(names: &Names) -> PathBuf {
+pub fn config_path(names: &Names) -> PathBuf {
     names.dir.join("hookgate.toml")
 }
 
-fn config_for(options: &Options, names: &Names) -> Config {
+pub fn config_for(options: &Options, names: &Names) -> Config {
     let path = write_config(options, names);
     Config::load(Some(&path), &|_: &str| None, &CliOverrides::default())
         .unwrap_or_else(|e| panic!("test config rejected: {e}"))
@@ -496,6 +496,24 @@ impl OwnNats {
         }
     }
 
+    /// A clean stop (SIGTERM, by its PID): what JetStream acknowledged is on disk.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Messages in `stream` on this server; 0 while it is down.
     pub async fn count(&self, stream: &str) -> u64 {
         let Ok(client) = async_nats::connect(self.url()).await else {
@@ -571,5 +589,191 @@ impl Cuttable {
 impl Drop for Cuttable {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A redis-server of the test's own on a free loopback port, killed by PID. Nothing is
+/// persisted: a restart comes back empty, as a cache may.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port.
+    pub async fn restart(&mut self) {
+        let binary = hookgate_test_services::private::find_binary("redis-server")
+            .expect("redis-server must be installed for the fault tests");
+        let child = std::process::Command::new(binary)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        eventually(Duration::from_secs(10), || async {
+            hookgate_test_services::private::ready(hookgate_test_services::Kind::Redis, &address)
+                .then_some(())
+        })
+        .await
+        .expect("own redis-server answers PING");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temporary directory, run as the
+/// `postgres` user when this is root), stopped and started by its PID.
+pub struct OwnPostgres {
+    pub port: u16,
+    data: PathBuf,
+    home: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnPostgres {
+    pub async fn start() -> Self {
+        use hookgate_test_services::private::{postgres_bin_dir, unprivileged_user};
+        use std::os::unix::process::CommandExt;
+        let bin = postgres_bin_dir().expect("PostgreSQL (initdb) must be installed");
+        let user = unprivileged_user().unwrap_or_else(|e| panic!("{e}"));
+        let home = tempfile::tempdir().expect("temp dir");
+        if let Some(user) = &user {
+            std::os::unix::fs::chown(home.path(), Some(user.uid), Some(user.gid))
+                .expect("hand the data directory to the postgres user");
+        }
+        let data = home.path().join("data");
+        let mut initdb = std::process::Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
+            .arg("--no-sync")
+            .current_dir(home.path());
+        if let Some(user) = &user {
+            initdb.uid(user.uid).gid(user.gid);
+        }
+        let output = tokio::task::spawn_blocking(move || initdb.output())
+            .await
+            .expect("initdb task")
+            .expect("run initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut postgres = Self {
+            port: free_port(),
+            data,
+            home,
+            child: None,
+        };
+        postgres.restart().await;
+        postgres
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again) on its data and port, and waits until it accepts
+    /// connections.
+    pub async fn restart(&mut self) {
+        use hookgate_test_services::private::{postgres_bin_dir, unprivileged_user};
+        use std::os::unix::process::CommandExt;
+        let bin = postgres_bin_dir().expect("PostgreSQL must be installed");
+        let user = unprivileged_user().unwrap_or_else(|e| panic!("{e}"));
+        let log = std::fs::File::create(self.home.path().join("postgres.log")).expect("log");
+        let mut command = std::process::Command::new(bin.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            // No fsync: a stopped process, not a lost machine. Commits stay synchronous,
+            // so an acknowledged commit is in the server's files when it stops.
+            .args(["-c", "fsync=off", "-c", "max_connections=100"])
+            .current_dir(self.home.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(user) = &user {
+            command.uid(user.uid).gid(user.gid);
+        }
+        self.child = Some(command.spawn().expect("start postgres"));
+        let address = format!("127.0.0.1:{}", self.port);
+        let ready = eventually(Duration::from_secs(30), || {
+            let address = address.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    hookgate_test_services::private::ready(
+                        hookgate_test_services::Kind::Postgres,
+                        &address,
+                    )
+                })
+                .await
+                .ok()
+                .filter(|ready| *ready)
+                .map(|_| ())
+            }
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "own PostgreSQL did not start:\n{}",
+            std::fs::read_to_string(self.home.path().join("postgres.log")).unwrap_or_default()
+        );
+    }
+
+    /// A fast shutdown (SIGINT to the postmaster, by its PID): sessions are cut, the server
+    /// stops and refuses connections until `restart`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -460,14 +460,14 @@ fn tail(path: &Path) -> String {
 }
 
 /// An unprivileged account to run PostgreSQL as, when this process is root.
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl User {
-    fn can_write(&self, dir: &Path) -> bool {
+    pub fn can_write(&self, dir: &Path) -> bool {
         Command::new("test")
             .arg("-w")
             .arg(dir)
@@ -478,7 +478,7 @@ impl User {
     }
 }
 
-fn unprivileged_user() -> Result<Option<User>, String> {
+pub fn unprivileged_user() -> Result<Option<User>, String> {
     let root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     if !root {
         return Ok(None);
@@ -517,7 +517,7 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
 
 /// The directory holding `initdb`, `postgres` and `pg_isready`: from `PATH`, else the
 /// newest `/usr/lib/postgresql/<N>/bin` (Debian keeps them there).
-fn postgres_bin_dir() -> Option<PathBuf> {
+pub fn postgres_bin_dir() -> Option<PathBuf> {
     if let Some(initdb) = find_binary("initdb") {
         // Often a link into the version's own directory, where its siblings are.
         let initdb = fs::canonicalize(&initdb).unwrap_or(initdb);
