@@ -42,25 +42,10 @@ fn browser_binaries() -> (PathBuf, PathBuf) {
     if let Some(found) = find() {
         return found;
     }
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    });
-    if root && Path::new("/etc/debian_version").exists() {
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let install = || apt(&["install", "-y", "-q", "chromium", "chromium-driver"]);
-        if (install() || (apt(&["update", "-q"]) && install()))
-            && let Some(found) = find()
-        {
-            return found;
-        }
+    if hookgate_test_services::private::apt_install(&["chromium", "chromium-driver"])
+        && let Some(found) = find()
+    {
+        return found;
     }
     panic!(
         "the console tests drive headless Chromium through chromedriver, and neither was \

@@ -45,6 +45,35 @@ fn hash_tree(hasher: &mut Sha256, root: &Path, dir: &Path) {
     }
 }
 
+/// Makes sure the plugin toolchain of `lang` (`js`, `python`) can be installed: Node.js
+/// with npm, or Python 3 with its `venv` module. On Debian as root they are installed when
+/// missing, as the test servers are; elsewhere the build script's error names them.
+pub fn require_toolchain(lang: &str) {
+    let (present, packages): (fn() -> bool, &[&str]) = match lang {
+        "js" => (|| runs("npm", &["--version"]), &["nodejs", "npm"]),
+        "python" => (
+            || {
+                runs("python3", &["-m", "venv", "--help"])
+                    && runs("python3", &["-m", "ensurepip", "--version"])
+            },
+            &["python3", "python3-venv"],
+        ),
+        _ => return,
+    };
+    if !present() {
+        hookgate_test_services::private::apt_install(packages);
+    }
+}
+
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The component of example plugin `name` (`github-js`, `github-py`), built if its inputs
 /// changed since the last build.
 pub fn example_plugin(name: &str) -> PathBuf {
@@ -67,6 +96,11 @@ pub fn example_plugin(name: &str) -> PathBuf {
         return out;
     }
     std::fs::create_dir_all(&out_dir).expect("example plugin dir");
+    require_toolchain(if name.ends_with("-py") {
+        "python"
+    } else {
+        "js"
+    });
     let partial = out_dir.join(format!("{name}-{}.wasm.partial", &hash[..16]));
     let output = Command::new("bash")
         .arg(source.join("build.sh"))

@@ -60,6 +60,7 @@ fn scaffold_and_build(name: &str, lang: &str, dir: &Path) -> (PathBuf, PathBuf) 
         .join(format!("{name}-{}.wasm", &hash[..16]));
     if !built.is_file() {
         std::fs::create_dir_all(built.parent().unwrap()).expect("scaffold output dir");
+        crate::example_plugins::require_toolchain(lang);
         let partial = built.with_extension("partial");
         let output = Command::new("bash")
             .arg(project.join("build.sh"))

@@ -544,6 +544,39 @@ fn installed(kind: Kind) -> bool {
     }
 }
 
+/// Installs Debian `packages` with `apt-get` (refreshing the package lists if the first try
+/// fails), when this runs as root on Debian; false anywhere else or when it fails. Test
+/// binaries run at once and each may need something, so the installs take turns on a lock
+/// file: two `apt-get`s at a time fail on dpkg's own lock.
+pub fn apt_install(packages: &[&str]) -> bool {
+    let root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if packages.is_empty()
+        || !root
+        || !Path::new("/etc/debian_version").exists()
+        || find_binary("apt-get").is_none()
+    {
+        return false;
+    }
+    let Ok(lock) = File::create(std::env::temp_dir().join("hookgate-test-apt.lock")) else {
+        return false;
+    };
+    // Released when `lock` is dropped, at the end of this function.
+    if lock.lock().is_err() {
+        return false;
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    apt(&install) || (apt(&["update", "-q"]) && apt(&install))
+}
+
 fn debian_package(kind: Kind) -> &'static str {
     match kind {
         Kind::Postgres => "postgresql",
@@ -566,27 +599,8 @@ fn require_binaries(kinds: &BTreeSet<Kind>) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    let root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if root && Path::new("/etc/debian_version").exists() && find_binary("apt-get").is_some() {
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let update = || {
-            Command::new("apt-get")
-                .args(["update", "-q"])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if (install() || (update() && install())) && kinds.iter().all(|k| installed(*k)) {
-            return Ok(());
-        }
+    if apt_install(&missing) && kinds.iter().all(|k| installed(*k)) {
+        return Ok(());
     }
     Err(format!(
         "the tests need PostgreSQL, Redis and NATS with JetStream; none answers at its test \
