@@ -99,6 +99,9 @@ pub struct Metrics {
     /// When the relay last counted `outbox_backlog` and `dlq_size`, Unix ms (0 = never):
     /// the health report serves those counts with their age instead of counting itself.
     pub outbox_counted_at_ms: std::sync::atomic::AtomicI64,
+    /// When a storage batch last failed, Unix ms; 0 once a batch is stored again. Readiness
+    /// reads it: a store that answers pings but cannot write (a full disk) is not ready.
+    pub storage_write_failed_at_ms: std::sync::atomic::AtomicI64,
     pub http_rejected: Family<ReasonLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub reload_rejections: Gauge,
@@ -306,6 +309,7 @@ impl Metrics {
             outbox_backlog,
             dlq_size,
             outbox_counted_at_ms: std::sync::atomic::AtomicI64::new(0),
+            storage_write_failed_at_ms: std::sync::atomic::AtomicI64::new(0),
             http_rejected,
             reloads,
             reload_rejections,

@@ -121,8 +121,21 @@ fn breakers_json(breakers: &[NotClosed]) -> serde_json::Value {
     )
 }
 
+/// How long readiness stays withdrawn after a failed storage batch. Not until the next
+/// success: a balancer that stops sending would then never see one. After this the node
+/// takes traffic again, and a write that still fails withdraws it again.
+const WRITE_FAILURE_HOLD_MS: i64 = 5_000;
+
 pub async fn ready(state: &State) -> HttpResponse {
-    let storage = probe(state.store.ping()).await;
+    let storage = probe(state.store.ping()).await.and_then(|()| {
+        writes_failing(
+            state
+                .metrics
+                .storage_write_failed_at_ms
+                .load(std::sync::atomic::Ordering::Acquire),
+            chrono::Utc::now().timestamp_millis(),
+        )
+    });
     let plugins_loaded = !state.pipeline.plugins().list().is_empty();
     match (storage, plugins_loaded) {
         (Ok(()), true) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
@@ -137,9 +150,22 @@ pub async fn ready(state: &State) -> HttpResponse {
     }
 }
 
+/// A store that answers pings may still refuse writes (a full disk): the last batch's
+/// outcome tells, for `WRITE_FAILURE_HOLD_MS`.
+fn writes_failing(failed_at_ms: i64, now_ms: i64) -> Result<(), String> {
+    if failed_at_ms != 0 && now_ms.saturating_sub(failed_at_ms) < WRITE_FAILURE_HOLD_MS {
+        Err(format!(
+            "the last storage write failed {} ms ago",
+            now_ms.saturating_sub(failed_at_ms).max(0)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::outbox_json;
+    use super::{outbox_json, writes_failing};
     use crate::metrics::Metrics;
     use std::sync::atomic::Ordering;
 
@@ -158,5 +184,17 @@ mod tests {
         assert_eq!(fresh["dlq"], 2);
         assert_eq!(fresh["age_seconds"], 4);
         assert_eq!(outbox_json(&metrics, 1_100_000)["status"], "stale");
+    }
+
+    #[test]
+    fn a_failed_write_withdraws_readiness_for_a_while() {
+        assert!(writes_failing(0, 1_000_000).is_ok(), "never failed");
+        let failed = writes_failing(1_000_000, 1_001_200).unwrap_err();
+        assert!(failed.contains("1200 ms ago"), "{failed}");
+        assert!(writes_failing(1_000_000, 1_004_999).is_err());
+        assert!(
+            writes_failing(1_000_000, 1_005_000).is_ok(),
+            "held 5 s, then ready"
+        );
     }
 }

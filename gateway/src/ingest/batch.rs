@@ -185,6 +185,9 @@ impl Writer {
         self.metrics.storage_batch_size.observe(batch.len() as f64);
         match result {
             Ok(outcomes) if outcomes.len() == waiting.len() => {
+                self.metrics
+                    .storage_write_failed_at_ms
+                    .store(0, std::sync::atomic::Ordering::Release);
                 let mut stored = Vec::with_capacity(waiting.len());
                 for ((webhook, waiting), outcome) in batch.iter().zip(waiting).zip(outcomes) {
                     stored.push(ToRemember {
@@ -217,6 +220,10 @@ impl Writer {
                 }
             }
             Err(error) => {
+                self.metrics.storage_write_failed_at_ms.store(
+                    chrono::Utc::now().timestamp_millis().max(1),
+                    std::sync::atomic::Ordering::Release,
+                );
                 let message = error.to_string();
                 let unavailable = matches!(error, StoreError::Unavailable(_));
                 tracing::warn!(error = %message, batch = batch.len(), "storage batch failed");

@@ -187,11 +187,14 @@ async fn embedded_storage_on_a_full_disk_answers_503_and_stays_intact() {
         refused.len() >= 20,
         "the disk never showed full: {accepted_while_full} accepted after filling {filled} bytes"
     );
+    // The store still answers pings; the failed writes are what withdraw readiness, so a
+    // balancer stops sending to a node that cannot store.
     let ready_while_full = client
         .get(&format!("{}/api/v1/health/ready", gateway.base), &[])
         .await
-        .expect("ready")
-        .status;
+        .expect("ready");
+    assert_eq!(ready_while_full.status, 503, "{:?}", ready_while_full.body);
+    let ready_while_full = ready_while_full.status;
 
     tmpfs.free();
     let freed = Instant::now();
@@ -208,6 +211,12 @@ async fn embedded_storage_on_a_full_disk_answers_503_and_stays_intact() {
         )
     });
     let recovered_in = freed.elapsed();
+    // A stored webhook makes the node ready again at once.
+    let ready_again = client
+        .get(&format!("{}/api/v1/health/ready", gateway.base), &[])
+        .await
+        .expect("ready");
+    assert_eq!(ready_again.status, 200, "{:?}", ready_again.body);
     let mut stored_despite_503 = 0;
     for (n, webhook) in refused.iter().enumerate() {
         let reply = if n == 0 {
