@@ -164,7 +164,11 @@ fn signature(
     }
 }
 
-fuzz_target!(|input: Input| {
+// Compiling the plugins or starting the gateway takes seconds once per process: done
+// before the first input, so that it is not reported as a slow unit.
+fuzz_target!(init: {
+    registry();
+}, |input: Input| {
     let name = PLUGINS[usize::from(input.plugin) % PLUGINS.len()];
     let plugin = registry().get(name).expect("bundled plugin loaded");
     let mut secrets: Vec<Vec<u8>> = input.secrets.into_iter().take(4).collect();
