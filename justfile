@@ -32,6 +32,14 @@ bench-seed-setup:
 bench-load-floor: bench-seed-setup
     cargo run --release -p hookgate-load -- --mode floor
 
+# Ten minutes at 1000 webhooks/s while a private NATS server is killed twice (BENCHMARKS.md).
+bench-load-soak:
+    cargo run --release -p hookgate-load -- --mode soak --minutes 10
+
+# One fuzz target for a minute (nightly and cargo-fuzz: see fuzz/README.md).
+fuzz target="route":
+    cd fuzz && cargo +nightly fuzz run {{target}} -s none -- -max_total_time=60
+
 # Write the bundled plugins as .wasm files into ./plugins.d.
 export-plugins:
     cargo run --release -- plugins export plugins.d

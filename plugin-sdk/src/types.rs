@@ -203,7 +203,8 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// All headers in arrival order; names in lower case.
+    /// All headers, names in lower case: in arrival order, except that the gateway puts
+    /// the repeats of a name right after its first appearance.
     pub fn headers(&self) -> &[(String, String)] {
         self.headers.get_or_init(|| {
             #[cfg(target_arch = "wasm32")]

@@ -31,6 +31,7 @@ use hookgate::sample;
 
 mod reload;
 mod seed;
+mod soak;
 mod wrk;
 
 // glibc's malloc was a seventh of the gateway's CPU under load (fragmentation
@@ -55,6 +56,22 @@ enum Mode {
     /// Production loaded with and without a plugin swapped in every 2 s: what a hot
     /// reload costs requests, and how long a dropped plugin takes to serve.
     Reload,
+    /// Production at a steady rate for `--minutes` while a private NATS server is killed
+    /// and restarted `--restarts` times: throughput over time, outbox backlog and drain,
+    /// gateway memory, and every acknowledged webhook published exactly once.
+    Soak,
+    /// The soak's gateway, run as a child process of the tool (`--config`).
+    #[value(hide = true)]
+    GatewayProcess,
+}
+
+/// How the soak stops its NATS server for an outage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum KillSignal {
+    /// A clean stop: NATS flushes what it acknowledged.
+    Term,
+    /// A crash: NATS keeps only what reached its files.
+    Kill,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -101,6 +118,39 @@ struct Args {
     /// Seed mode: uvicorn worker processes, one per core as the seed was deployed.
     #[arg(long, default_value_t = 2)]
     seed_workers: usize,
+    /// Soak: how long the load runs.
+    #[arg(long, default_value_t = 10)]
+    minutes: u64,
+    /// Soak: webhooks per second in all, spread over the connections.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Soak: one row of the throughput table per this many seconds.
+    #[arg(long, default_value_t = 10)]
+    report_seconds: u64,
+    /// Soak: NATS outages, evenly spaced in the run.
+    #[arg(long, default_value_t = 2)]
+    restarts: u32,
+    /// Soak: how long NATS stays down each time.
+    #[arg(long, default_value_t = 20)]
+    outage_seconds: u64,
+    /// Soak: how NATS is stopped for an outage (default: a crash).
+    #[arg(long, value_enum, default_value = "kill")]
+    nats_kill: KillSignal,
+    /// Soak: the nats-server binary the tool starts on a free loopback port.
+    #[arg(long, default_value = "nats-server")]
+    nats_server: std::path::PathBuf,
+    /// gateway-process: the configuration file to serve.
+    #[arg(long, hide = true)]
+    config: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    fn nats_kill_signal(&self) -> libc::c_int {
+        match self.nats_kill {
+            KillSignal::Term => libc::SIGTERM,
+            KillSignal::Kill => libc::SIGKILL,
+        }
+    }
 }
 
 struct RunResult {
@@ -138,8 +188,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.mode == Mode::Reload {
-        return reload::run(&args).await;
+    match args.mode {
+        Mode::Reload => return reload::run(&args).await,
+        Mode::Soak => return soak::run(&args).await,
+        Mode::GatewayProcess => return soak::serve_gateway(&args).await,
+        _ => {}
     }
     let modes: Vec<Mode> = match args.mode {
         Mode::All => vec![Mode::Ceiling, Mode::Embedded, Mode::Production],
@@ -157,7 +210,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             Mode::Seed => seed::run(&args).await?,
             Mode::Embedded | Mode::Production => gateway_run(mode, &args).await?,
-            Mode::All | Mode::Floor | Mode::Reload => unreachable!("expanded above"),
+            Mode::All | Mode::Floor | Mode::Reload | Mode::Soak | Mode::GatewayProcess => {
+                unreachable!("expanded above")
+            }
         };
         print_result(&result, results.first());
         results.push(result);

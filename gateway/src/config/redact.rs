@@ -115,19 +115,35 @@ impl Serialize for ServiceUrl {
 
 /// Masks the password of `scheme://user:password@host...`. The userinfo ends at the last
 /// `@` of the authority, because passwords may themselves contain `@` when the operator
-/// did not percent-encode them.
+/// did not percent-encode them. An unencoded `/`, `?` or `#` in a password ends the
+/// authority early by the URL rules (`u:pa/ss@host`, which no driver parses either), and
+/// the whole URL used to show: when the authority so cut is `user:` and something that is
+/// not a port, everything up to the last `@` is the userinfo. `host:5432/db?x=a@b` keeps
+/// its meaning: the masked URL also names the dedupe cache's namespace, so two different
+/// well-formed URLs must not mask alike.
 pub(crate) fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some(at) = authority.rfind('@') else {
+    let authority = &rest[..authority_end];
+    // `[` opens an IPv6 host, never a user name.
+    let cut_password = !authority.contains('@')
+        && !authority.starts_with('[')
+        && authority.split_once(':').is_some_and(|(_, after)| {
+            after.is_empty() || after.len() > 5 || !after.bytes().all(|b| b.is_ascii_digit())
+        });
+    let at = if cut_password {
+        rest.rfind('@')
+    } else {
+        authority.rfind('@')
+    };
+    let Some(at) = at else {
         return url.to_owned();
     };
-    let (userinfo, host) = authority.split_at(at);
+    let (userinfo, host_and_tail) = rest.split_at(at);
     match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}{host}{tail}"),
+        Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}{host_and_tail}"),
         None => url.to_owned(),
     }
 }
@@ -174,6 +190,38 @@ mod tests {
             "sqlite://data/hookgate.db"
         );
         assert_eq!(mask_password("memory://"), "memory://");
+        // Unencoded `/`, `?`, `#` in a password end the authority early by the URL rules;
+        // the password must not show through that (found by tests/properties).
+        assert_eq!(mask_password("postgres://:Pw?Zq@h"), "postgres://:***@h");
+        assert_eq!(
+            mask_password("postgres://u:pa/ss@db:5432/hg?sslmode=disable"),
+            "postgres://u:***@db:5432/hg?sslmode=disable"
+        );
+        assert_eq!(
+            mask_password("redis://u:p#w@host:6379/0"),
+            "redis://u:***@host:6379/0"
+        );
+        // No userinfo: an `@` in the path or query is left alone, port or not.
+        assert_eq!(
+            mask_password("postgres://host/db?application_name=a@b"),
+            "postgres://host/db?application_name=a@b"
+        );
+        assert_eq!(
+            mask_password("postgres://host:5432/db?application_name=a@b"),
+            "postgres://host:5432/db?application_name=a@b"
+        );
+        assert_eq!(
+            mask_password("postgres://[::1]:5432/db?application_name=a@b"),
+            "postgres://[::1]:5432/db?application_name=a@b"
+        );
+        assert_eq!(
+            mask_password("postgres://u:p@host:5432/db?application_name=a@b"),
+            "postgres://u:***@host:5432/db?application_name=a@b"
+        );
+        assert_eq!(
+            mask_password("postgres://user@host/db"),
+            "postgres://user@host/db"
+        );
         let url = ServiceUrl::new("postgres://u:topsecret@h/d");
         assert!(!format!("{url:?}{url}").contains("topsecret"));
         assert_eq!(url.expose(), "postgres://u:topsecret@h/d");

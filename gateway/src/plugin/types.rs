@@ -21,7 +21,8 @@ pub struct WebhookRequest {
     pub topic: Option<String>,
     /// The raw query string without `?`.
     pub query: Option<String>,
-    /// Headers in arrival order, names in lower case.
+    /// Headers, names in lower case: in arrival order, except that the repeats of a name
+    /// follow its first appearance (the HTTP library keeps headers by name).
     pub headers: Vec<(String, String)>,
     /// The raw body.
     pub body: Bytes,

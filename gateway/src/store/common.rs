@@ -16,7 +16,7 @@ use super::{
 };
 use crate::publish::envelope;
 
-/// Headers as stored: JSON text `[[name, value], ...]`, which keeps arrival order and
+/// Headers as stored: JSON text `[[name, value], ...]`, which keeps their order and
 /// repeated names, unlike a JSON object.
 pub(crate) fn encode_headers(headers: &[(String, String)]) -> Result<String, StoreError> {
     serde_json::to_string(headers)

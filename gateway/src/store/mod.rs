@@ -116,7 +116,8 @@ pub struct NewEntry {
     pub topic: Option<String>,
     pub tenant: Option<String>,
     pub idempotency_key: String,
-    /// Request headers, names lower case, in arrival order.
+    /// Request headers, names lower case, as the plugin saw them (see
+    /// [`WebhookRequest::headers`](crate::plugin::WebhookRequest::headers)).
     pub headers: Vec<(String, String)>,
     /// The raw body, byte for byte.
     pub body: Bytes,
