@@ -132,17 +132,8 @@ impl ChildGateway {
 
     /// SIGTERM, then waits for the graceful stop (SIGKILL after `limit`).
     pub fn terminate(&mut self, limit: Duration) {
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), "TERM");
-            let deadline = Instant::now() + limit;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child, "TERM", limit);
         }
     }
 
@@ -156,6 +147,24 @@ impl Drop for ChildGateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `signal` to a process this test started (by its PID) and waits for it to exit;
+/// SIGKILL if it has not after `limit`.
+pub fn stop_child(mut child: std::process::Child, signal_name: &str, limit: Duration) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal_name}"))
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Sends `signal` (`TERM`, `INT`...) to one process this test started, by its PID.

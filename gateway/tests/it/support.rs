@@ -498,19 +498,8 @@ impl OwnNats {
 
     /// A clean stop (SIGTERM, by its PID): what JetStream acknowledged is on disk.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            crate::child::stop_child(child, "TERM", Duration::from_secs(20));
         }
     }
 
@@ -755,19 +744,8 @@ impl OwnPostgres {
     /// A fast shutdown (SIGINT to the postmaster, by its PID): sessions are cut, the server
     /// stops and refuses connections until `restart`.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            crate::child::stop_child(child, "INT", Duration::from_secs(20));
         }
     }
 }
