@@ -216,6 +216,7 @@ impl PluginEngine {
 /// Whether a slot may be reset by scanning for dirty pages: only when the host has no
 /// active swap device (`/proc/swaps` lists none), since a swapped-out dirty page escapes the
 /// scan. Where that cannot be read, the memset-and-decommit reset, which is always correct.
+/// Read once, when the engine is built: swap turned on later is noticed at the next start.
 fn pagemap_scan_setting(proc_swaps: &Option<String>) -> Enabled {
     let swap_active = match proc_swaps {
         // The first line is the column header.
