@@ -149,7 +149,8 @@ impl Drop for ChildGateway {
     }
 }
 
-/// Sends `signal` to a process this test started (by its PID) and waits for it to exit;
+/// Sends `signal_name` (`TERM`, `INT`...) to a process this test started, by its PID, and
+/// waits for it to exit;
 /// SIGKILL if it has not after `limit`.
 pub fn stop_child(mut child: std::process::Child, signal_name: &str, limit: Duration) {
     let _ = Command::new("kill")
@@ -165,16 +166,6 @@ pub fn stop_child(mut child: std::process::Child, signal_name: &str, limit: Dura
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// Sends `signal` (`TERM`, `INT`...) to one process this test started, by its PID.
-pub fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 pub fn tail(path: &Path, lines: usize) -> String {
