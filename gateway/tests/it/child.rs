@@ -150,8 +150,7 @@ impl Drop for ChildGateway {
 }
 
 /// Sends `signal_name` (`TERM`, `INT`...) to a process this test started, by its PID, and
-/// waits for it to exit;
-/// SIGKILL if it has not after `limit`.
+/// waits for it to exit; SIGKILL if it has not after `limit`.
 pub fn stop_child(mut child: std::process::Child, signal_name: &str, limit: Duration) {
     let _ = Command::new("kill")
         .arg(format!("-{signal_name}"))
