@@ -648,8 +648,9 @@ pub struct OwnPostgres {
 
 impl OwnPostgres {
     pub async fn start() -> Self {
-        use hookgate_test_services::private::{postgres_bin_dir, unprivileged_user};
-        use std::os::unix::process::CommandExt;
+        use hookgate_test_services::private::{
+            initdb_command, postgres_bin_dir, unprivileged_user,
+        };
         let bin = postgres_bin_dir().expect("PostgreSQL (initdb) must be installed");
         let user = unprivileged_user().unwrap_or_else(|e| panic!("{e}"));
         let home = tempfile::tempdir().expect("temp dir");
@@ -658,16 +659,7 @@ impl OwnPostgres {
                 .expect("hand the data directory to the postgres user");
         }
         let data = home.path().join("data");
-        let mut initdb = std::process::Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
-            .arg("--no-sync")
-            .current_dir(home.path());
-        if let Some(user) = &user {
-            initdb.uid(user.uid).gid(user.gid);
-        }
+        let mut initdb = initdb_command(&bin, &data, home.path(), user.as_ref());
         let output = tokio::task::spawn_blocking(move || initdb.output())
             .await
             .expect("initdb task")
@@ -694,28 +686,21 @@ impl OwnPostgres {
     /// Starts the server (again) on its data and port, and waits until it accepts
     /// connections.
     pub async fn restart(&mut self) {
-        use hookgate_test_services::private::{postgres_bin_dir, unprivileged_user};
-        use std::os::unix::process::CommandExt;
+        use hookgate_test_services::private::{
+            postgres_bin_dir, postgres_command, unprivileged_user,
+        };
         let bin = postgres_bin_dir().expect("PostgreSQL must be installed");
         let user = unprivileged_user().unwrap_or_else(|e| panic!("{e}"));
         let log = std::fs::File::create(self.home.path().join("postgres.log")).expect("log");
-        let mut command = std::process::Command::new(bin.join("postgres"));
+        let mut command =
+            postgres_command(&bin, &self.data, self.home.path(), self.port, user.as_ref());
         command
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-p", &self.port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "unix_socket_directories="])
             // No fsync: a stopped process, not a lost machine. Commits stay synchronous,
             // so an acknowledged commit is in the server's files when it stops.
             .args(["-c", "fsync=off", "-c", "max_connections=100"])
-            .current_dir(self.home.path())
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        if let Some(user) = &user {
-            command.uid(user.uid).gid(user.gid);
-        }
         self.child = Some(command.spawn().expect("start postgres"));
         let address = format!("127.0.0.1:{}", self.port);
         let ready = eventually(Duration::from_secs(30), || {

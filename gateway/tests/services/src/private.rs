@@ -329,19 +329,9 @@ fn start_server(kind: Kind, dir: &Path) -> Result<Started, String> {
             }
             let data = home.join("data");
             let (initdb_out, initdb_err) = log_file(dir, "initdb")?;
-            let mut initdb = Command::new(bin.join("initdb"));
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
-                .arg("--no-sync")
-                .current_dir(&home)
+            let status = initdb_command(&bin, &data, &home, user.as_ref())
                 .stdout(initdb_out)
-                .stderr(initdb_err);
-            if let Some(user) = &user {
-                initdb.uid(user.uid).gid(user.gid);
-            }
-            let status = initdb
+                .stderr(initdb_err)
                 .status()
                 .map_err(|e| format!("cannot run {}: {e}", bin.join("initdb").display()))?;
             if !status.success() {
@@ -350,19 +340,10 @@ fn start_server(kind: Kind, dir: &Path) -> Result<Started, String> {
                     tail(&dir.join("initdb.log"))
                 ));
             }
-            let mut command = Command::new(bin.join("postgres"));
+            let mut command = postgres_command(&bin, &data, &home, port, user.as_ref());
             command
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string()])
-                .args(["-c", "listen_addresses=127.0.0.1"])
-                .args(["-c", "unix_socket_directories="])
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
-                .current_dir(&home);
-            if let Some(user) = &user {
-                command.uid(user.uid).gid(user.gid);
-            }
+                .args(["-c", "full_page_writes=off", "-c", "max_connections=300"]);
             (
                 command,
                 format!("postgres://postgres@127.0.0.1:{port}/postgres"),
@@ -457,6 +438,45 @@ fn tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// `initdb` of a throwaway cluster in `data` (superuser `postgres`, trust auth), run from
+/// `home` as `user` when given (PostgreSQL refuses to run as root).
+pub fn initdb_command(bin: &Path, data: &Path, home: &Path, user: Option<&User>) -> Command {
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(data)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
+        .arg("--no-sync")
+        .current_dir(home);
+    if let Some(user) = user {
+        initdb.uid(user.uid).gid(user.gid);
+    }
+    initdb
+}
+
+/// `postgres` on `data`, listening on 127.0.0.1:`port` only (no Unix socket), run from
+/// `home` as `user` when given; the caller adds its own durability settings.
+pub fn postgres_command(
+    bin: &Path,
+    data: &Path,
+    home: &Path,
+    port: u16,
+    user: Option<&User>,
+) -> Command {
+    let mut command = Command::new(bin.join("postgres"));
+    command
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "unix_socket_directories="])
+        .current_dir(home);
+    if let Some(user) = user {
+        command.uid(user.uid).gid(user.gid);
+    }
+    command
 }
 
 /// An unprivileged account to run PostgreSQL as, when this process is root.
