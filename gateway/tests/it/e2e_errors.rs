@@ -198,25 +198,13 @@ async fn slow_bodies_time_out_with_408_and_load_is_shed_with_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_fault_during_verify_is_500_and_during_map_the_webhook_is_stored_failed() {
-    let dir = tempfile::tempdir().expect("dir");
     let mut options = Options::new(Backend::Embedded);
-    let chaos = wasm_dir().join("chaos.wasm");
     options.extra = "[sources.trapping]\nplugin = \"chaos\"\nsecrets = [\"k\"]\n[sources.trapping.settings]\nverify_mode = \"trap\"\n\n\
          [sources.unmappable]\nplugin = \"chaos\"\nsecrets = [\"k\"]\n[sources.unmappable.settings]\nverify_mode = \"ok\"\nmap_mode = \"trap\"\n"
         .into();
-    let harness = {
-        // The chaos plugin comes from the plugin dir, like an ops-installed one.
-        let names_dir = dir.path().to_path_buf();
-        std::fs::create_dir_all(names_dir.join("plugins.d")).expect("mkdir");
-        std::fs::copy(&chaos, names_dir.join("plugins.d/chaos.wasm")).expect("copy chaos.wasm");
-        options.reuse = Some(Names {
-            dir: names_dir,
-            schema: unique("t_"),
-            stream: unique("T"),
-            prefix: unique("hg"),
-        });
-        Harness::start(options).await
-    };
+    // The chaos plugin comes from the plugin dir, like an ops-installed one.
+    options.plugin_files = vec![wasm_dir().join("chaos.wasm")];
+    let harness = Harness::start(options).await;
     let body = br#"{"id": 1}"#.to_vec();
     let signature = {
         use hmac::{Hmac, Mac};
@@ -255,5 +243,4 @@ async fn a_plugin_fault_during_verify_is_500_and_during_map_the_webhook_is_store
     assert_eq!(again["status"], "duplicate");
     assert_eq!(again["id"], id.as_str());
     harness.cleanup().await;
-    drop(dir);
 }

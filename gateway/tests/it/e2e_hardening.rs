@@ -359,22 +359,10 @@ async fn health_shows_the_relays_outbox_counts_with_their_age() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_at_its_call_cap_answers_503_and_other_plugins_go_on() {
-    let dir = tempfile::tempdir().expect("dir");
     let mut options = Options::new(Backend::Embedded);
     options.plugins = "timeout_ms = 2000\nmax_concurrent_calls = 1\n".into();
     options.extra = "[sources.spinning]\nplugin = \"chaos\"\nsecrets = [\"k\"]\n[sources.spinning.settings]\nverify_mode = \"loop\"\n".into();
-    std::fs::create_dir_all(dir.path().join("plugins.d")).expect("mkdir");
-    std::fs::copy(
-        wasm_dir().join("chaos.wasm"),
-        dir.path().join("plugins.d/chaos.wasm"),
-    )
-    .expect("copy chaos.wasm");
-    options.reuse = Some(Names {
-        dir: dir.path().to_path_buf(),
-        schema: unique("t_"),
-        stream: unique("T"),
-        prefix: unique("hg"),
-    });
+    options.plugin_files = vec![wasm_dir().join("chaos.wasm")];
     let harness = Harness::start(options).await;
     let spinning = SignedWebhook {
         path: "/api/v1/webhooks/spinning".into(),

@@ -19,26 +19,14 @@ pub const CHAOS_SECRET: &str = "chaos-secret-for-replays";
 
 /// A harness with source `buggy`, bound to the chaos plugin set to fail every mapping:
 /// the plugin bug. Its deliveries carry what the Shopify plugin needs to map them.
-pub async fn with_buggy_source(backend: Backend) -> (Harness, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("dir");
+pub async fn with_buggy_source(backend: Backend) -> Harness {
     let mut options = Options::new(backend);
     options.extra = format!(
         "[sources.buggy]\nplugin = \"chaos\"\nsecrets = [\"{CHAOS_SECRET}\"]\n\
          [sources.buggy.settings]\nmap_mode = \"error\"\n"
     );
-    std::fs::create_dir_all(dir.path().join("plugins.d")).expect("mkdir");
-    std::fs::copy(
-        wasm_dir().join("chaos.wasm"),
-        dir.path().join("plugins.d/chaos.wasm"),
-    )
-    .expect("copy chaos.wasm");
-    options.reuse = Some(Names {
-        dir: dir.path().to_path_buf(),
-        schema: unique("t_"),
-        stream: unique("T").to_uppercase(),
-        prefix: unique("hg"),
-    });
-    (Harness::start(options).await, dir)
+    options.plugin_files = vec![wasm_dir().join("chaos.wasm")];
+    Harness::start(options).await
 }
 
 /// A Shopify order delivered to `buggy`, signed the chaos plugin's way (`x-sig`).
@@ -152,7 +140,7 @@ pub async fn finished_job(harness: &Harness, id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_bug_fixed_then_replayed_publishes_the_events_and_is_recorded() {
-    let (harness, dir) = with_buggy_source(Backend::Production).await;
+    let harness = with_buggy_source(Backend::Production).await;
     let mut ids = Vec::new();
     for n in 0..2 {
         let reply = harness.post(&buggy_delivery(n)).await;
@@ -290,7 +278,6 @@ async fn a_plugin_bug_fixed_then_replayed_publishes_the_events_and_is_recorded()
         assert!(text.contains(line), "{line} missing");
     }
     harness.cleanup().await;
-    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -656,7 +643,7 @@ async fn hookgate(args: &[&str], token_env: Option<&str>) -> std::process::Outpu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_lists_the_dead_letter_queue_and_replays() {
-    let (harness, dir) = with_buggy_source(Backend::Embedded).await;
+    let harness = with_buggy_source(Backend::Embedded).await;
     let reply = harness.post(&buggy_delivery(0)).await;
     let id = ok(&reply, 200)["id"].as_str().expect("id").to_owned();
     let base = harness.base.clone();
@@ -766,5 +753,4 @@ async fn the_cli_lists_the_dead_letter_queue_and_replays() {
     assert_eq!(unfiltered.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unfiltered.stderr).contains("needs a filter"));
     harness.cleanup().await;
-    drop(dir);
 }

@@ -51,6 +51,9 @@ pub struct Options {
     pub reuse: Option<Names>,
     /// Reload on changes of the config file and plugin directory (`plugins.watch`).
     pub watch: bool,
+    /// Components copied into the plugin directory before the gateway starts, as ops
+    /// install one.
+    pub plugin_files: Vec<PathBuf>,
 }
 
 impl Options {
@@ -67,6 +70,7 @@ impl Options {
             storage_url: None,
             reuse: None,
             watch: true,
+            plugin_files: Vec::new(),
         }
     }
 }
@@ -108,6 +112,11 @@ impl Harness {
         };
         // Created before start so that the gateway watches it.
         std::fs::create_dir_all(names.dir.join("plugins.d")).expect("plugin dir");
+        for file in &options.plugin_files {
+            let name = file.file_name().expect("a plugin file name");
+            std::fs::copy(file, names.dir.join("plugins.d").join(name))
+                .unwrap_or_else(|e| panic!("cannot install {}: {e}", file.display()));
+        }
         let config = config_for(&options, &names);
         let dedupe_namespace = config.dedupe_namespace();
         let path = config_path(&names);
