@@ -11,8 +11,9 @@ use alloc::sync::Arc;
 use core::ops::Range;
 use core::str;
 use wasmtime_environ::{
-    CompiledFunctionsTable, CompiledModuleInfo, DefinedFuncIndex, FilePos, FuncIndex, FuncKey,
-    FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex, StaticModuleIndex,
+    CompiledFunctionsTable, CompiledModuleInfo, DefinedFuncIndex, EntityRef, FilePos, FuncIndex,
+    FuncKey, FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex,
+    StaticModuleIndex,
 };
 
 /// A compiled wasm module, ready to be instantiated.
@@ -25,6 +26,14 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// hookgate patch: where each defined function and its array-to-wasm
+    /// trampoline sit in the text section, by `DefinedFuncIndex` (an empty
+    /// location where there is none). Every instance initializes a funcref
+    /// anew for each table element and `ref.func` it meets, and each did two
+    /// binary searches in the component-wide `index`: for a component of a
+    /// dozen modules and thousands of table elements (componentize-py) that
+    /// was a fifth of a fresh instance's cost.
+    defined_func_locs: Vec<[FunctionLoc; 2]>,
 }
 
 impl CompiledModule {
@@ -51,6 +60,22 @@ impl CompiledModule {
         index: Arc<CompiledFunctionsTable>,
         profiler: &dyn ProfilingAgent,
     ) -> Result<Self> {
+        let module_index = info.module.module_index;
+        let empty = FunctionLoc {
+            start: 0,
+            length: 0,
+        };
+        let loc = |key| index.func_loc(key).copied().unwrap_or(empty);
+        let defined_func_locs = info
+            .module
+            .defined_func_indices()
+            .map(|i| {
+                [
+                    loc(FuncKey::DefinedWasmFunction(module_index, i)),
+                    loc(FuncKey::ArrayToWasmTrampoline(module_index, i)),
+                ]
+            })
+            .collect();
         let mut ret = Self {
             unique_id: CompiledModuleId::new(),
             engine_code,
@@ -58,6 +83,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            defined_func_locs,
         };
         ret.register_profiling(profiler)?;
 
@@ -167,6 +193,18 @@ impl CompiledModule {
 
     /// Gets the function location information for a given function index.
     pub fn func_loc(&self, key: FuncKey) -> &FunctionLoc {
+        let cached = match key {
+            FuncKey::DefinedWasmFunction(module, i) if module == self.module_index() => {
+                self.defined_func_locs.get(i.index()).map(|locs| &locs[0])
+            }
+            FuncKey::ArrayToWasmTrampoline(module, i) if module == self.module_index() => {
+                self.defined_func_locs.get(i.index()).map(|locs| &locs[1])
+            }
+            _ => None,
+        };
+        if let Some(loc) = cached.filter(|loc| !loc.is_empty()) {
+            return loc;
+        }
         self.index
             .func_loc(key)
             .expect("defined function should be present")
