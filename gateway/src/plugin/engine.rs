@@ -285,27 +285,41 @@ mod tests {
             .any(|comm| comm.trim_end() == name)
     }
 
-    /// A component of `memories` core modules, each defining one memory of `mib` MiB.
-    fn component_with_memories(memories: u32, mib: u64) -> Vec<u8> {
-        use wasm_encoder::{Component, InstanceSection, MemorySection, MemoryType, Module};
-        let mut component = Component::new();
-        let mut instances = InstanceSection::new();
-        for index in 0..memories {
-            let mut section = MemorySection::new();
-            section.memory(MemoryType {
-                minimum: mib * 16,
-                maximum: None,
-                memory64: false,
-                shared: false,
-                page_size_log2: None,
-            });
-            let mut module = Module::new();
-            module.section(&section);
-            component.section(&wasm_encoder::ModuleSection(&module));
+    /// A memory section of one 32-bit memory of `pages` WebAssembly pages (64 KiB each).
+    fn one_memory(pages: u64) -> wasm_encoder::MemorySection {
+        let mut section = wasm_encoder::MemorySection::new();
+        section.memory(wasm_encoder::MemoryType {
+            minimum: pages,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        section
+    }
+
+    /// A component that instantiates each of `modules` once, with no imports.
+    fn component_instantiating(modules: &[wasm_encoder::Module]) -> Vec<u8> {
+        let mut component = wasm_encoder::Component::new();
+        let mut instances = wasm_encoder::InstanceSection::new();
+        for (index, module) in (0..).zip(modules) {
+            component.section(&wasm_encoder::ModuleSection(module));
             instances.instantiate(index, Vec::<(&str, wasm_encoder::ModuleArg)>::new());
         }
         component.section(&instances);
         component.finish()
+    }
+
+    /// A component of `memories` core modules, each defining one memory of `mib` MiB.
+    fn component_with_memories(memories: u32, mib: u64) -> Vec<u8> {
+        let modules: Vec<_> = (0..memories)
+            .map(|_| {
+                let mut module = wasm_encoder::Module::new();
+                module.section(&one_memory(mib * 16));
+                module
+            })
+            .collect();
+        component_instantiating(&modules)
     }
 
     #[test]
@@ -344,9 +358,8 @@ mod tests {
     /// instance in the slot), and then overwrites each of them.
     fn component_dirtying_pages() -> Vec<u8> {
         use wasm_encoder::{
-            CodeSection, Component, ConstExpr, DataSection, Function, FunctionSection,
-            InstanceSection, Instruction, MemArg, MemorySection, MemoryType, Module, StartSection,
-            TypeSection,
+            CodeSection, ConstExpr, DataSection, Function, FunctionSection, Instruction, MemArg,
+            Module, StartSection, TypeSection,
         };
         const STRIDE: u32 = 8192;
         let offsets = (0..SCATTERED_PAGES).map(|page| page * STRIDE);
@@ -354,14 +367,6 @@ mod tests {
         types.ty().function([], []);
         let mut functions = FunctionSection::new();
         functions.function(0);
-        let mut memories = MemorySection::new();
-        memories.memory(MemoryType {
-            minimum: u64::from(SCATTERED_PAGES * STRIDE).div_ceil(1 << 16),
-            maximum: None,
-            memory64: false,
-            shared: false,
-            page_size_log2: None,
-        });
         let byte = MemArg {
             offset: 0,
             align: 0,
@@ -393,16 +398,13 @@ mod tests {
         module
             .section(&types)
             .section(&functions)
-            .section(&memories)
+            .section(&one_memory(
+                u64::from(SCATTERED_PAGES * STRIDE).div_ceil(1 << 16),
+            ))
             .section(&StartSection { function_index: 0 })
             .section(&code)
             .section(&data);
-        let mut component = Component::new();
-        component.section(&wasm_encoder::ModuleSection(&module));
-        let mut instances = InstanceSection::new();
-        instances.instantiate(0, Vec::<(&str, wasm_encoder::ModuleArg)>::new());
-        component.section(&instances);
-        component.finish()
+        component_instantiating(&[module])
     }
 
     /// Minor page faults of the calling thread so far (field 10 of its `stat`).

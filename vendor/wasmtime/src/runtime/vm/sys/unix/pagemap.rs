@@ -356,20 +356,20 @@ pub unsafe fn reset_with_pagemap(
         }
         pages_left = pages_left.saturating_sub(pages_reported);
 
-        // The scan reached the end of memory: nothing is left to decommit.
-        let walk_end = result.walk_end();
+        // Only a full buffer short of the end, with budget left, stops the
+        // kernel before it has seen every page it would report: scan again.
+        // Otherwise the scan is over: either it reached the end of memory, or
+        // the `keep_resident` budget is spent and everything after `walk_end`
+        // must be decommitted as the scan didn't reach it. Note that if
+        // `walk_end` is already at the end of memory then the byte size of the
+        // decommitted memory here will be 0 meaning that this is a noop.
+        let walk_end = result.walk_end().cast_mut();
         let buffer_full = result.regions().len() == MAX_REGIONS;
         if walk_end.addr() >= end || !buffer_full || pages_left == 0 {
-            // Report everything after `walk_end` to the end of memory as
-            // memory that must be decommitted as the scan didn't reach it
-            // (the `keep_resident` budget is spent). Note that if `walk_end` is
-            // already at the end of memory then the byte size of the
-            // decommitted memory here will be 0 meaning that this is a noop.
-            let walk_end = walk_end.addr().min(end);
-            decommit(walk_end as *mut u8, end - walk_end);
+            decommit(walk_end, end - walk_end.addr());
             break;
         }
-        scan_start = walk_end.cast_mut();
+        scan_start = walk_end;
     }
 
     bytes_resident
